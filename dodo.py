@@ -1,0 +1,152 @@
+"""doit tasks that rebuild every figure of the article and then the site.
+
+    doit                                   # everything, with the embedded preview model
+    doit model=<hub id or dir> device=cuda # the real SD 1.5 weights
+    doit list                              # the tasks, one line each
+    doit clean                             # remove what the tasks made
+
+This file is wiring only: what exists comes from figures.toml (pipeline/spec.py), what each task
+does lives in pipeline/. Nothing heavy is imported here, so `doit list` and an up-to-date `doit`
+return in about a second; torch is imported inside the actions.
+"""
+import importlib
+import sys
+from pathlib import Path
+
+from doit import get_var
+from doit.tools import config_changed
+
+from pipeline import model, spec as specmod
+from pipeline.files import remove_stale_temps
+from pipeline.spec import digest
+
+DOIT_CONFIG = {"default_tasks": ["hugo"], "dep_file": "build/.doit.db", "verbosity": 2,
+               "action_string_formatting": "new"}
+
+SPEC = get_var("spec", "figures.toml")
+MODEL = get_var("model", model.PREVIEW)
+DEVICE = get_var("device", "auto")
+BATCH = get_var("batch", "auto")
+
+BUILD = Path("build")
+LATENTS = BUILD / "latents"
+IMAGES = Path("static/images")
+MODEL_JSON = BUILD / "model.json"
+APPROX = BUILD / "approx" / "decoder.safetensors"
+APPROX_JSON = APPROX.with_suffix(".json")
+DATA = BUILD / "data" / "article.json"
+MANIFEST = IMAGES / "manifest.json"
+SITE_INDEX = Path("public/index.html")
+
+try:
+    spec = specmod.load(SPEC)
+    model_ref = model.resolve(MODEL)
+except (specmod.SpecError, model.ModelError) as err:
+    sys.exit(f"error: {err}")
+BUILD.mkdir(exist_ok=True)  # doit keeps its state in build/.doit.db
+remove_stale_temps(IMAGES)
+remove_stale_temps(LATENTS)
+
+
+def call(target: str, *args):
+    """Run `module:function` from pipeline/, imported only when the task runs."""
+    module, function = target.split(":")
+    getattr(importlib.import_module(f"pipeline.{module}"), function)(*map(str, args))
+
+
+def code(*modules: str) -> list[str]:
+    return [f"pipeline/{m}.py" for m in modules]
+
+
+def latent(gen) -> str:
+    return str(LATENTS / f"{gen.id}.safetensors")
+
+
+def image(name: str) -> str:
+    return str(IMAGES / name)
+
+
+def task_model():
+    """Build the preview model (or locate the real one) and record its fingerprint and geometry."""
+    deps = code("model", "geometry") + (code("preview_model") if model_ref.preview else [])
+    return {"actions": [(call, ["model:prepare", model_ref.arg, MODEL_JSON])],
+            "file_dep": deps, "targets": [str(MODEL_JSON)],
+            "uptodate": [config_changed(model_ref.arg), lambda: model.is_current(MODEL_JSON)],
+            "clean": True}
+
+
+def task_sample():
+    """Sample every generation of one size, batched; latents are cached per generation."""
+    sources = code("sampling", "schedule", "attention", "model")
+    for size, gens in spec.by_size().items():
+        recipes = [spec.recipe(g) for g in gens]
+        yield {"name": size,
+               "actions": [(call, ["sampling:run", SPEC, MODEL_JSON, DEVICE, size, LATENTS,
+                                   BATCH])],
+               "file_dep": [str(MODEL_JSON), *sources], "targets": [latent(g) for g in gens],
+               "uptodate": [config_changed(digest([recipes, DEVICE, BATCH]))], "clean": True}
+
+
+def task_approx():
+    """Distil the per-pixel approximate decoder from its own held-apart generations."""
+    gens = spec.approx_train + spec.approx_heldout
+    return {"actions": [(call, ["approx_decoder:run", SPEC, MODEL_JSON, DEVICE, LATENTS, APPROX])],
+            "file_dep": [str(MODEL_JSON), *map(latent, gens), *code("approx_decoder", "decode")],
+            "targets": [str(APPROX), str(APPROX_JSON)],
+            "uptodate": [config_changed(digest(spec.approx_config()))], "clean": True}
+
+
+def task_decode():
+    """Decode each generation's latents with each decoder its figures ask for."""
+    for im in spec.decodes():
+        deps = [latent(im.gen), str(MODEL_JSON), *code("decode")]
+        if im.decoder == "approx":
+            deps.append(str(APPROX))
+        yield {"name": im.name,
+               "actions": [(call, ["decode:run", SPEC, MODEL_JSON, DEVICE, im.gen.id, im.decoder,
+                                   LATENTS, APPROX, image(im.file)])],
+               "file_dep": deps, "targets": [image(im.file)], "clean": True}
+
+
+def task_overlay():
+    """Draw diagram overlays (the deepest 3x3 kernel's footprint) on decoded images."""
+    for im in spec.images():
+        if im.overlay:
+            src = image(specmod.Image(im.gen, im.decoder).file)
+            yield {"name": im.name,
+                   "actions": [(call, ["images:overlay", src, image(im.file), im.overlay,
+                                       MODEL_JSON])],
+                   "file_dep": [src, str(MODEL_JSON), *code("overlays", "images")],
+                   "targets": [image(im.file)], "clean": True}
+
+
+def task_thumb():
+    """Make the real downscaled thumbnails the figures show."""
+    for im, width in spec.thumbs():
+        yield {"name": im.thumb_file(width),
+               "actions": [(call, ["images:thumbnail", image(im.file), image(im.thumb_file(width)),
+                                   width])],
+               "file_dep": [image(im.file)], "targets": [image(im.thumb_file(width))],
+               "clean": True}
+
+
+def task_emit():
+    """Write the figure data Hugo renders and the image manifest (provenance and sha256)."""
+    files = [image(im.file) for im in spec.images()]
+    files += [image(im.thumb_file(w)) for im, w in spec.thumbs()]
+    return {"actions": [(call, ["emit:run", SPEC, MODEL_JSON, APPROX_JSON,
+                                "pipeline/approx_decoder.py", IMAGES, DATA, MANIFEST])],
+            "file_dep": [SPEC, str(MODEL_JSON), str(APPROX_JSON), *files,
+                         *code("emit", "approx_decoder", "geometry")],
+            "targets": [str(DATA), str(MANIFEST)], "clean": True}
+
+
+def task_hugo():
+    """Build the static site into public/ with Hugo."""
+    inputs = sorted(str(p) for d in ("content", "site") for p in Path(d).rglob("*") if p.is_file())
+    files = [image(im.file) for im in spec.images()]
+    files += [image(im.thumb_file(w)) for im, w in spec.thumbs()]
+    return {"actions": [(call, ["hugo:build", "public"])],
+            "file_dep": [*inputs, str(DATA), str(MANIFEST), *files, *code("hugo")],
+            "targets": [str(SITE_INDEX)],
+            "clean": ["rm -rf public build/public.partial"]}

@@ -1,0 +1,94 @@
+"""Atomic, deterministic file output shared by every stage.
+
+Every file the pipeline writes goes through `atomic_write`: the bytes land in a temporary file in
+the same directory, are flushed to disk, and only then renamed over the target. A run killed at
+any moment leaves either the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: str | Path, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def json_bytes(obj) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def write_json(path: str | Path, obj) -> Path:
+    return atomic_write(path, json_bytes(obj))
+
+
+def read_json(path: str | Path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def png_bytes(image, text: dict[str, str] | None = None) -> bytes:
+    """Encode a PIL image as PNG with optional text chunks; the same image gives the same bytes."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value)
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=info, optimize=False, compress_level=6)
+    return buf.getvalue()
+
+
+def write_png(path: str | Path, image, text: dict[str, str] | None = None) -> Path:
+    return atomic_write(path, png_bytes(image, text))
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def remove_stale_temps(directory: str | Path) -> int:
+    """Delete temporary files an interrupted run left behind; returns how many."""
+    n = 0
+    directory = Path(directory)
+    if directory.is_dir():
+        for p in directory.rglob(".*.tmp"):
+            p.unlink(missing_ok=True)
+            n += 1
+    return n
+
+
+def safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a .safetensors file, read from its header (no torch needed)."""
+    import struct
+
+    with open(path, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+    return header.get("__metadata__", {})
+
+
+def safetensors_bytes(tensors: dict, metadata: dict[str, str]) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)

@@ -1,0 +1,52 @@
+"""Geometry read from the model's own config files: no constant about SD 1.5 is typed in here.
+
+Pure Python (reads JSON only), so emission and dodo.py can use it without loading weights.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+KERNEL = 3  # the UNet's resnet convolutions are 3x3
+
+
+def _conv_out(n: int) -> int:
+    """Spatial size after a stride-2, 3x3, padding-1 convolution (diffusers' Downsample2D)."""
+    return (n + 2 - 3) // 2 + 1
+
+
+def from_configs(unet: dict, vae: dict) -> dict:
+    vae_factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    levels = len(unet["down_block_types"])
+    deepest_stride = 2 ** (levels - 1)  # every down block but the last halves the resolution
+    self_attn_levels = [i for i, b in enumerate(unet["down_block_types"]) if "Attn" in b]
+    return {
+        "vae_factor": vae_factor,
+        "latent_channels": unet["in_channels"],
+        "unet_levels": levels,
+        "deepest_stride": deepest_stride,
+        "attention_levels": self_attn_levels,
+        "train_size": unet["sample_size"] * vae_factor,
+        "train_latent": unet["sample_size"],
+        "kernel": KERNEL,
+        "kernel_footprint_px": KERNEL * deepest_stride * vae_factor,
+        "vae_scaling_factor": vae.get("scaling_factor"),
+        "cross_attention_dim": unet.get("cross_attention_dim"),
+    }
+
+
+def load(model_dir: str | Path) -> dict:
+    model_dir = Path(model_dir)
+    unet = json.loads((model_dir / "unet" / "config.json").read_text())
+    vae = json.loads((model_dir / "vae" / "config.json").read_text())
+    return from_configs(unet, vae)
+
+
+def level_sizes(geom: dict, width: int, height: int) -> list[tuple[int, int]]:
+    """Latent (w, h) at each UNet level, from the top (latent) to the deepest."""
+    w, h = width // geom["vae_factor"], height // geom["vae_factor"]
+    out = [(w, h)]
+    for _ in range(geom["unet_levels"] - 1):
+        w, h = _conv_out(w), _conv_out(h)
+        out.append((w, h))
+    return out

@@ -1,0 +1,186 @@
+"""Model loading: resolve the `model=` argument, fingerprint it, and load its components.
+
+`model=preview` (the default) is the embedded preview model that pipeline/preview_model.py builds
+into build/models/. Anything else is a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)
+or a local directory in diffusers layout. Both go through the same `from_pretrained` calls.
+
+Resolution and fingerprinting are pure Python (dodo.py calls them at load time); torch and
+diffusers are imported only by `load`.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .files import read_json, sha256_file, write_json
+
+PREVIEW = "preview"
+PREVIEW_DIR = Path("build/models/preview")
+COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
+                "text_encoder/model.safetensors", "unet/config.json",
+                "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+                "vae/diffusion_pytorch_model.safetensors"]
+
+
+class ModelError(ValueError):
+    """The model argument does not name a usable model; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    arg: str
+    kind: str  # "preview" | "dir" | "hub"
+
+    @property
+    def preview(self) -> bool:
+        return self.kind == PREVIEW
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def looks_like_path(arg: str) -> bool:
+    """A hub id is exactly `owner/name`; anything else is taken as a directory."""
+    return not HUB_ID.match(arg)
+
+
+def resolve(arg: str) -> ModelRef:
+    """Classify the model argument and check what can be checked without loading anything."""
+    arg = (arg or PREVIEW).strip()
+    if arg == PREVIEW:
+        return ModelRef(arg, PREVIEW)
+    expanded = os.path.expanduser(arg)
+    if os.path.isdir(expanded):
+        missing = [c for c in COMPONENTS if not os.path.isdir(os.path.join(expanded, c))]
+        if missing:
+            raise ModelError(f"model directory {arg} has no {missing[0]}/ folder; it must be in "
+                             f"diffusers layout (unet/, vae/, text_encoder/, tokenizer/, "
+                             f"scheduler/), e.g. a StableDiffusionPipeline.save_pretrained output")
+        return ModelRef(str(Path(expanded).resolve()), "dir")
+    if looks_like_path(arg):
+        raise ModelError(f"model directory {arg} does not exist; pass model=<a diffusers-layout "
+                         f"directory>, model=<hub id> such as "
+                         f"stable-diffusion-v1-5/stable-diffusion-v1-5, or model=preview")
+    return ModelRef(arg, "hub")
+
+
+def local_dir(ref: ModelRef) -> Path:
+    """The directory holding the model's files; fetches a hub model (needs network) once."""
+    if ref.kind == PREVIEW:
+        return PREVIEW_DIR
+    if ref.kind == "dir":
+        return Path(ref.arg)
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(ref.arg, allow_patterns=HUB_PATTERNS))
+    except Exception as exc:  # network, auth, unknown repo: one clear line
+        raise ModelError(f"could not fetch hub model {ref.arg!r} ({type(exc).__name__}: {exc}); "
+                         f"check the id and your network, or download it and pass its "
+                         f"directory as model=<dir>") from None
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def stat_signature(directory: Path) -> list:
+    return [[str(p.relative_to(directory)), p.stat().st_size, p.stat().st_mtime_ns]
+            for p in _weight_files(directory)]
+
+
+def fingerprint(ref: ModelRef, directory: Path, previous: dict | None = None) -> dict:
+    """Identity of the model: a sha256 over every file's path and sha256 (reused from `previous`
+    for files whose size and mtime have not changed, so a 4 GB model is hashed once)."""
+    old = {f[0]: f for f in (previous or {}).get("files", [])}
+    files = []
+    for rel, size, mtime in stat_signature(directory):
+        prior = old.get(rel)
+        digest = prior[3] if prior and prior[1:3] == [size, mtime] else sha256_file(directory / rel)
+        files.append([rel, size, mtime, digest])
+    total = hashlib.sha256(json.dumps([[f[0], f[3]] for f in files]).encode()).hexdigest()
+    index = read_json(directory / "model_index.json") if (directory / "model_index.json").exists() \
+        else {}
+    name = {"preview": index.get("_name_or_path", PREVIEW), "dir": Path(ref.arg).name,
+            "hub": ref.arg}[ref.kind]
+    return {"arg": ref.arg, "kind": ref.kind, "name": name, "dir": str(directory),
+            "sha256": total, "id": f"{name}@{total[:12]}", "preview": ref.preview, "files": files}
+
+
+def prepare(arg: str, out: str | Path) -> dict:
+    """The `model` task: build the preview model if needed, fingerprint, record to `out`."""
+    ref = resolve(arg)
+    directory = local_dir(ref)
+    if ref.preview and not (directory / "model_index.json").exists():
+        from . import preview_model
+        preview_model.build(directory)
+    previous = read_json(out) if Path(out).exists() else None
+    if previous and previous.get("arg") != ref.arg:
+        previous = None
+    info = fingerprint(ref, directory, previous)
+    from . import geometry
+    info["geometry"] = geometry.load(directory)
+    write_json(out, info)
+    return info
+
+
+def is_current(out: str | Path) -> bool:
+    """doit uptodate check: the recorded fingerprint still matches the files on disk."""
+    try:
+        info = read_json(out)
+        directory = Path(info["dir"])
+        return [f[:3] for f in info["files"]] == stat_signature(directory)
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+@dataclass
+class Components:
+    tokenizer: object
+    text_encoder: object
+    unet: object
+    vae: object
+    scheduler_config: dict
+    device: str
+    dtype: object
+    info: dict
+
+
+def pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError("device=cuda was asked for but torch sees no CUDA device; install a "
+                         "CUDA build of torch (see README) or use device=cpu")
+    return device
+
+
+@functools.lru_cache(maxsize=2)
+def load(model_json: str, device: str = "auto") -> Components:
+    """Load every component from the directory recorded by `prepare` (fp16 on CUDA)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    info = read_json(model_json)
+    directory = Path(info["dir"])
+    device = pick_device(device)
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    kw = {"torch_dtype": dtype}
+    tokenizer = CLIPTokenizer.from_pretrained(directory / "tokenizer", model_max_length=77)
+    text_encoder = CLIPTextModel.from_pretrained(directory / "text_encoder", **kw).to(device)
+    unet = UNet2DConditionModel.from_pretrained(directory / "unet", **kw).to(device)
+    vae = AutoencoderKL.from_pretrained(directory / "vae", **kw).to(device)
+    for m in (text_encoder, unet, vae):
+        m.eval().requires_grad_(False)
+    scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")
+    return Components(tokenizer, text_encoder, unet, vae, scheduler_config, device, dtype, info)

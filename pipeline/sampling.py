@@ -1,0 +1,177 @@
+"""Sampling: classifier-free-guided denoising with DPM-Solver++ (2M) on a Karras schedule.
+
+Samplers share one signature, `sampler(denoise, x, sigmas) -> x`, where `denoise(x, sigma)`
+returns the model's estimate of the clean latents. The sampler's arithmetic is fp32 whatever the
+UNet's dtype; the initial noise comes from a CPU generator per seed, so a seed gives the same
+starting point on every device.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from . import attention, schedule
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(denoise, x: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver++ (2M), Lu et al. 2022, in the sigma parameterisation (t = -log sigma)."""
+    previous = None
+    for i in range(len(sigmas) - 1):
+        sigma, sigma_next = sigmas[i], sigmas[i + 1]
+        denoised = denoise(x, sigma)
+        if sigma_next == 0:
+            x = denoised
+            break
+        h = sigma.log() - sigma_next.log()
+        if previous is not None:
+            r = (sigmas[i - 1].log() - sigma.log()) / h
+            estimate = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * previous
+        else:
+            estimate = denoised
+        x = (sigma_next / sigma) * x - torch.expm1(-h) * estimate
+        previous = denoised
+    return x
+
+
+SAMPLERS = {"dpmpp_2m": sample_dpmpp_2m}
+
+
+@torch.no_grad()
+def encode_prompts(comps, texts: list[str]) -> torch.Tensor:
+    """CLIP hidden states for each text (padded to 77 tokens), in the UNet's dtype."""
+    tok = comps.tokenizer(texts, padding="max_length", max_length=comps.tokenizer.model_max_length,
+                          truncation=True, return_tensors="pt")
+    return comps.text_encoder(tok.input_ids.to(comps.device))[0]
+
+
+def cfg_denoiser(comps, cond: torch.Tensor, uncond: torch.Tensor, guidance: float):
+    """Wrap the eps-predicting UNet as a denoiser D(x, sigma) with classifier-free guidance."""
+    log_sigmas = schedule.training_sigmas(comps.scheduler_config).log().to(comps.device)
+    context = torch.cat([uncond, cond])
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        c_in = 1 / (sigma ** 2 + 1).sqrt()
+        t = schedule.sigma_to_t(sigma, log_sigmas)
+        inp = torch.cat([x, x]) * c_in
+        eps = comps.unet(inp.to(comps.dtype), t, encoder_hidden_states=context).sample.float()
+        eps_uncond, eps_cond = eps.chunk(2)
+        eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+        return x - sigma * eps
+
+    return denoise
+
+
+def initial_noise(gen, geometry: dict) -> torch.Tensor:
+    f = geometry["vae_factor"]
+    g = torch.Generator("cpu").manual_seed(gen.seed)
+    return torch.randn((geometry["latent_channels"], gen.height // f, gen.width // f), generator=g)
+
+
+@torch.no_grad()
+def sample(comps, spec, gens: list) -> torch.Tensor:
+    """Sample a batch of generations of one size and one attention variant; fp32 latents [B,4,h,w]."""
+    assert len({(g.width, g.height, g.attention) for g in gens}) == 1, "one size/variant a batch"
+    s = spec.sampling
+    geometry = comps.info["geometry"]
+    attention.apply(comps.unet, gens[0], geometry)
+    sigmas = schedule.SCHEDULES[s["schedule"]](s["steps"], s["sigma_min"], s["sigma_max"],
+                                               s["rho"]).to(comps.device)
+    texts = sorted({spec.prompts[g.prompt] for g in gens} | {s["negative_prompt"]})
+    embedded = dict(zip(texts, encode_prompts(comps, texts)))  # each prompt encoded once
+    cond = torch.stack([embedded[spec.prompts[g.prompt]] for g in gens])
+    uncond = embedded[s["negative_prompt"]].expand_as(cond)
+    x = torch.stack([initial_noise(g, geometry) for g in gens]).to(comps.device) * sigmas[0]
+    denoise = cfg_denoiser(comps, cond, uncond, s["guidance"])
+    return SAMPLERS[s["sampler"]](denoise, x, sigmas).float().cpu()
+
+
+# --- the `sample:<size>` task ------------------------------------------------------------------
+
+def device_name(comps) -> str:
+    if comps.device.startswith("cuda"):
+        return f"cuda ({torch.cuda.get_device_name(comps.device)})"
+    return "cpu"
+
+
+def code_digest() -> str:
+    """Hash of the sampling code itself: editing the sampler invalidates cached latents."""
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in ("sampling.py", "schedule.py", "attention.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def provenance(spec, gen, comps) -> dict:
+    """What made these latents: the recipe, the model, the device and the software."""
+    import diffusers
+
+    return {**spec.recipe(gen), "generation": gen.id, "code": code_digest(),
+            "model": comps.info["id"],
+            "model_preview": comps.info["preview"], "device": device_name(comps),
+            "dtype": str(comps.dtype).removeprefix("torch."), "torch": torch.__version__,
+            "diffusers": diffusers.__version__}
+
+
+def cache_key(prov: dict) -> str:
+    """Latents are reused only if everything that determines them is unchanged."""
+    from .spec import digest
+
+    return digest({k: v for k, v in prov.items() if k not in ("torch", "diffusers")})
+
+
+def batch_size(comps, batch: str, gens: list) -> int:
+    """`batch=auto`: one image at a time on the CPU (so an image's bytes never depend on what
+    else needed sampling in that run; batching buys under 20% there); up to 8 on a GPU."""
+    if batch != "auto":
+        return max(1, int(batch))
+    return 8 if comps.device.startswith("cuda") else 1
+
+
+def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: str,
+        batch: str = "auto") -> None:
+    from pathlib import Path
+
+    from . import model, spec as specmod
+    from .files import atomic_write, safetensors_bytes, safetensors_metadata
+
+    spec = specmod.load(spec_path)
+    gens = spec.by_size()[size_key]
+    comps = model.load(model_json, device)
+    for message in schedule.check_range(comps.scheduler_config, spec.sampling["sigma_min"],
+                                        spec.sampling["sigma_max"]):
+        print(f"warning: {message}")
+    out = Path(out_dir)
+    todo = []
+    for g in gens:
+        path = out / f"{g.id}.safetensors"
+        key = cache_key(provenance(spec, g, comps))
+        if not (path.exists() and safetensors_metadata(path).get("key") == key):
+            todo.append(g)
+    n = batch_size(comps, batch, todo)
+    groups: dict[str, list] = {}
+    for g in todo:
+        groups.setdefault(g.attention, []).append(g)
+    for variant_gens in groups.values():
+        for i in range(0, len(variant_gens), n):
+            chunk = variant_gens[i:i + n]
+            latents = sample(comps, spec, chunk)
+            for g, z in zip(chunk, latents):
+                prov = provenance(spec, g, comps)
+                prov["batch"] = [c.id for c in chunk]
+                meta = {"key": cache_key(prov), "provenance": json.dumps(prov, sort_keys=True)}
+                atomic_write(out / f"{g.id}.safetensors", safetensors_bytes({"latents": z}, meta))
+            print(f"sampled {', '.join(c.id for c in chunk)}")
+
+
+def load_latents(path) -> tuple[torch.Tensor, dict]:
+    from safetensors.torch import load_file
+
+    from .files import safetensors_metadata
+
+    return load_file(str(path))["latents"], json.loads(safetensors_metadata(path)["provenance"])

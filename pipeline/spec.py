@@ -1,0 +1,349 @@
+"""The figure specification: load figures.toml, check it, and derive what every stage needs.
+
+Pure Python, no torch: dodo.py imports this at load time, and `doit list` must stay fast.
+
+A Generation is one denoising run (prompt, seed, size, attention). An Image is one decode of a
+generation (decoder, optional overlay). A Figure lays images out in rows (one per decoder) and
+columns (one per cell). Every file name in the pipeline is derived here, once.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The vocabularies the stages implement. Each stage module keys its registry by these names and
+# tests/test_spec.py checks that they agree.
+DECODERS = ("vae", "approx")
+OVERLAYS = ("kernel_footprint",)
+ATTENTION = ("usual",)
+LAYOUTS = ("grid", "table")
+SAMPLERS = ("dpmpp_2m",)
+SCHEDULES = ("karras",)
+
+MIN_SIZE, MAX_SIZE = 64, 4096
+
+_FIGURE_KEYS = {"id", "section", "caption", "cells", "cells_from", "rows", "toggle", "headings",
+                "thumb", "layout", "prompt", "size", "attention", "seed"}
+_CELL_KEYS = {"prompt", "seed", "size", "attention"}
+_ROW_KEYS = {"decoder", "overlay", "toggle"}
+_SAMPLING_KEYS = {"steps", "sampler", "schedule", "sigma_max", "sigma_min", "rho", "guidance",
+                  "negative_prompt"}
+_APPROX_KEYS = {"hidden", "epochs", "lr", "seed", "size", "train", "heldout"}
+
+
+class SpecError(ValueError):
+    """A problem in figures.toml, phrased as one line that names the entry and the fix."""
+
+
+@dataclass(frozen=True, order=True)
+class Generation:
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    attention: str = "usual"
+
+    @property
+    def id(self) -> str:
+        return f"{self.prompt}-{self.seed}-{self.width}x{self.height}-{self.attention}"
+
+    @property
+    def size_key(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+@dataclass(frozen=True)
+class Image:
+    gen: Generation
+    decoder: str
+    overlay: str | None = None
+
+    @property
+    def name(self) -> str:
+        suffix = f".{self.overlay}" if self.overlay else ""
+        return f"{self.gen.id}.{self.decoder}{suffix}"
+
+    @property
+    def file(self) -> str:
+        """Path relative to the images directory."""
+        return f"{self.name}.png"
+
+    def thumb_file(self, width: int) -> str:
+        return f"{self.name}.w{width}.png"
+
+
+@dataclass(frozen=True)
+class Row:
+    decoder: str
+    overlay: str | None = None
+    toggle: str | None = None
+
+
+@dataclass(frozen=True)
+class Figure:
+    id: str
+    section: int
+    caption: str
+    cells: tuple[Generation, ...]
+    rows: tuple[Row, ...]
+    layout: str = "grid"
+    toggle: str | None = None
+    headings: str | None = None
+    thumb: int = 75
+
+    def images(self):
+        for row in self.rows:
+            for gen in self.cells:
+                yield Image(gen, row.decoder, row.overlay)
+
+
+@dataclass
+class Spec:
+    path: Path
+    sampling: dict
+    prompts: dict[str, str]
+    approx: dict
+    figures: list[Figure]
+    approx_train: list[Generation] = field(default_factory=list)
+    approx_heldout: list[Generation] = field(default_factory=list)
+
+    # --- derived views -------------------------------------------------------------------------
+    def figure(self, fid: str) -> Figure:
+        for f in self.figures:
+            if f.id == fid:
+                return f
+        raise KeyError(fid)
+
+    def article_generations(self) -> list[Generation]:
+        """Unique generations the figures show, in a stable order."""
+        return sorted({g for f in self.figures for g in f.cells})
+
+    def all_generations(self) -> list[Generation]:
+        return sorted(set(self.article_generations()) | set(self.approx_train)
+                      | set(self.approx_heldout))
+
+    def images(self) -> list[Image]:
+        """Unique full-size images the figures show (decodes and overlays)."""
+        seen: dict[str, Image] = {}
+        for f in self.figures:
+            for im in f.images():
+                seen.setdefault(im.name, im)
+        return [seen[k] for k in sorted(seen)]
+
+    def decodes(self) -> list[Image]:
+        """Unique plain decodes (no overlay): what the decode stage writes."""
+        plain = {Image(im.gen, im.decoder).name: Image(im.gen, im.decoder) for im in self.images()}
+        return [plain[k] for k in sorted(plain)]
+
+    def thumbs(self) -> list[tuple[Image, int]]:
+        pairs = {(im.thumb_file(f.thumb)): (im, f.thumb) for f in self.figures for im in f.images()}
+        return [pairs[k] for k in sorted(pairs)]
+
+    def by_size(self) -> dict[str, list[Generation]]:
+        out: dict[str, list[Generation]] = {}
+        for g in self.all_generations():
+            out.setdefault(g.size_key, []).append(g)
+        return out
+
+    def recipe(self, gen: Generation) -> dict:
+        """Everything that determines a generation's latents, apart from the model and device."""
+        s = self.sampling
+        return {"prompt_key": gen.prompt, "prompt": self.prompts[gen.prompt],
+                "negative_prompt": s["negative_prompt"], "seed": gen.seed, "width": gen.width,
+                "height": gen.height, "attention": gen.attention, "steps": s["steps"],
+                "sampler": s["sampler"], "schedule": s["schedule"], "sigma_max": s["sigma_max"],
+                "sigma_min": s["sigma_min"], "rho": s["rho"], "guidance": s["guidance"]}
+
+    def approx_config(self) -> dict:
+        a = self.approx
+        return {"hidden": a["hidden"], "epochs": a["epochs"], "lr": a["lr"], "seed": a["seed"],
+                "train": [g.id for g in self.approx_train],
+                "heldout": [g.id for g in self.approx_heldout]}
+
+
+def digest(obj) -> str:
+    """Short stable hash of a JSON-able object (used in config_changed and file metadata)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --- loading and checking ----------------------------------------------------------------------
+
+def _unknown_keys(where: str, got: dict, allowed: set[str]):
+    extra = sorted(set(got) - allowed)
+    if extra:
+        raise SpecError(f"{where}: unknown field {extra[0]!r}; allowed fields are "
+                        f"{', '.join(sorted(allowed))}")
+
+
+def _size(where: str, value) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        w = h = value
+    elif (isinstance(value, list) and len(value) == 2
+          and all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        w, h = value
+    else:
+        raise SpecError(f"{where}: size {value!r} must be an integer (square) or [width, height]")
+    for v in (w, h):
+        if v % 8:
+            lo, hi = v - v % 8, v - v % 8 + 8
+            raise SpecError(f"{where}: size {v} is not a multiple of 8 (the VAE's pixel-to-latent "
+                            f"factor); use {lo} or {hi}")
+        if not MIN_SIZE <= v <= MAX_SIZE:
+            raise SpecError(f"{where}: size {v} is outside {MIN_SIZE}..{MAX_SIZE}; pick a size "
+                            f"in that range")
+    return w, h
+
+
+def _generation(where: str, cell: dict, defaults: dict, prompts: dict) -> Generation:
+    merged = {**defaults, **cell}
+    for key in ("prompt", "seed", "size"):
+        if key not in merged:
+            raise SpecError(f"{where}: no {key!r}; give it in the cell or as the figure's default")
+    prompt = merged["prompt"]
+    if prompt not in prompts:
+        raise SpecError(f"{where}: unknown prompt key {prompt!r}; known keys are "
+                        f"{', '.join(sorted(prompts))} (add it under [prompts] first)")
+    seed = merged["seed"]
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
+        raise SpecError(f"{where}: seed {seed!r} must be an integer in 0..2^63-1")
+    attention = merged.get("attention", "usual")
+    if attention not in ATTENTION:
+        raise SpecError(f"{where}: unknown attention variant {attention!r}; use one of "
+                        f"{', '.join(ATTENTION)}")
+    w, h = _size(where, merged["size"])
+    return Generation(prompt, seed, w, h, attention)
+
+
+def parse(data: dict, path: Path) -> Spec:
+    name = path.name
+    for table in ("sampling", "prompts", "approx_decoder", "figure"):
+        if table not in data:
+            raise SpecError(f"{name}: missing [{table}] table; see the comments in figures.toml")
+    sampling = data["sampling"]
+    _unknown_keys(f"{name} [sampling]", sampling, _SAMPLING_KEYS)
+    missing = sorted(_SAMPLING_KEYS - set(sampling))
+    if missing:
+        raise SpecError(f"{name} [sampling]: missing {missing[0]!r}")
+    if sampling["sampler"] not in SAMPLERS:
+        raise SpecError(f"{name} [sampling]: unknown sampler {sampling['sampler']!r}; use one of "
+                        f"{', '.join(SAMPLERS)}")
+    if sampling["schedule"] not in SCHEDULES:
+        raise SpecError(f"{name} [sampling]: unknown schedule {sampling['schedule']!r}; use one "
+                        f"of {', '.join(SCHEDULES)}")
+    if not isinstance(sampling["steps"], int) or sampling["steps"] < 2:
+        raise SpecError(f"{name} [sampling]: steps must be an integer of at least 2")
+    if not 0 < sampling["sigma_min"] < sampling["sigma_max"]:
+        raise SpecError(f"{name} [sampling]: need 0 < sigma_min < sigma_max")
+
+    prompts = data["prompts"]
+    for key, text in prompts.items():
+        if not isinstance(text, str) or not text.strip():
+            raise SpecError(f"{name} [prompts]: prompt {key!r} must be a non-empty string")
+        if not key.replace("_", "").isalnum():
+            raise SpecError(f"{name} [prompts]: prompt key {key!r} must be letters, digits and _")
+
+    raw_figs = data["figure"]
+    by_id: dict[str, dict] = {}
+    for i, raw in enumerate(raw_figs):
+        fid = raw.get("id")
+        where = f"{name} figure #{i + 1}" + (f" {fid!r}" if fid else "")
+        if not isinstance(fid, str) or not fid:
+            raise SpecError(f"{where}: every [[figure]] needs an id")
+        if not all(c.isalnum() or c == "-" for c in fid):
+            raise SpecError(f"{where}: id must be letters, digits and '-'")
+        if fid in by_id:
+            raise SpecError(f"{where}: duplicate figure id {fid!r}; figure ids must be unique, "
+                            f"rename one of them")
+        _unknown_keys(where, raw, _FIGURE_KEYS)
+        by_id[fid] = raw
+
+    figures = []
+    for i, raw in enumerate(raw_figs):
+        fid = raw["id"]
+        where = f"{name} figure {fid!r}"
+        defaults = {k: raw[k] for k in ("prompt", "size", "attention", "seed") if k in raw}
+        if "cells_from" in raw:
+            if "cells" in raw:
+                raise SpecError(f"{where}: give either cells or cells_from, not both")
+            src = by_id.get(raw["cells_from"])
+            if src is None or "cells_from" in src:
+                raise SpecError(f"{where}: cells_from {raw['cells_from']!r} must name a figure "
+                                f"that lists its own cells")
+            defaults = {k: src[k] for k in ("prompt", "size", "attention", "seed") if k in src}
+            raw_cells = src.get("cells", [])
+        else:
+            raw_cells = raw.get("cells", [])
+        if not raw_cells:
+            raise SpecError(f"{where}: no cells; list at least one {{ prompt, seed }}")
+        cells = []
+        for j, cell in enumerate(raw_cells):
+            _unknown_keys(f"{where} cell {j + 1}", cell, _CELL_KEYS)
+            cells.append(_generation(f"{where} cell {j + 1}", cell, defaults, prompts))
+        if len(set(cells)) != len(cells):
+            raise SpecError(f"{where}: the same generation appears twice in its cells")
+        rows = []
+        for j, r in enumerate(raw.get("rows", [])):
+            _unknown_keys(f"{where} row {j + 1}", r, _ROW_KEYS)
+            if r.get("decoder") not in DECODERS:
+                raise SpecError(f"{where} row {j + 1}: unknown decoder {r.get('decoder')!r}; use "
+                                f"one of {', '.join(DECODERS)}")
+            if r.get("overlay") is not None and r["overlay"] not in OVERLAYS:
+                raise SpecError(f"{where} row {j + 1}: unknown overlay {r['overlay']!r}; use one "
+                                f"of {', '.join(OVERLAYS)}")
+            rows.append(Row(r["decoder"], r.get("overlay"), r.get("toggle")))
+        if not rows:
+            raise SpecError(f"{where}: no rows; add rows = [{{ decoder = \"vae\" }}]")
+        layout = raw.get("layout", "grid")
+        if layout not in LAYOUTS:
+            raise SpecError(f"{where}: unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
+        thumb = raw.get("thumb", 75)
+        if not isinstance(thumb, int) or not 16 <= thumb <= 1024:
+            raise SpecError(f"{where}: thumb {thumb!r} must be a width in px between 16 and 1024")
+        if raw.get("headings") not in (None, "size"):
+            raise SpecError(f"{where}: headings may only be \"size\"")
+        if not isinstance(raw.get("caption", ""), str) or not raw.get("caption"):
+            raise SpecError(f"{where}: needs a caption")
+        figures.append(Figure(id=fid, section=int(raw.get("section", 0)), caption=raw["caption"],
+                              cells=tuple(cells), rows=tuple(rows), layout=layout,
+                              toggle=raw.get("toggle"), headings=raw.get("headings"), thumb=thumb))
+
+    approx = data["approx_decoder"]
+    _unknown_keys(f"{name} [approx_decoder]", approx, _APPROX_KEYS)
+    missing = sorted(_APPROX_KEYS - set(approx))
+    if missing:
+        raise SpecError(f"{name} [approx_decoder]: missing {missing[0]!r}")
+    spec = Spec(path=path, sampling=sampling, prompts=prompts, approx=approx, figures=figures)
+    article_seeds = {g.seed for g in spec.article_generations()}
+    for part in ("train", "heldout"):
+        gens = []
+        for j, cell in enumerate(approx[part]):
+            where = f"{name} [approx_decoder] {part} {j + 1}"
+            _unknown_keys(where, cell, _CELL_KEYS)
+            g = _generation(where, cell, {"size": approx["size"]}, prompts)
+            if g.seed in article_seeds:
+                raise SpecError(f"{where}: seed {g.seed} is also shown in the article; the "
+                                f"decoder's data must be held apart, pick another seed")
+            gens.append(g)
+        if not gens:
+            raise SpecError(f"{name} [approx_decoder]: {part} needs at least one generation")
+        setattr(spec, f"approx_{part}", gens)
+    if set(spec.approx_train) & set(spec.approx_heldout):
+        raise SpecError(f"{name} [approx_decoder]: a generation is in both train and heldout; "
+                        f"held-out data must not be trained on")
+    return spec
+
+
+def load(path: str | Path = "figures.toml") -> Spec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such figure specification; run from the project root or "
+                        f"pass spec=<path>")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path.name}: not valid TOML ({exc}); fix the syntax") from None
+    return parse(data, path)
