@@ -1,0 +1,73 @@
+"""Shared fixtures. `project` builds the default article once per session, in a copy of the
+repository, with the preview model; the build is deliberately killed half-way first, so every test
+that reads the site also checks that an interrupted build recovers."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["dodo.py", "figures.toml", "pipeline", "site", "content", "static/images/.gitkeep"]
+
+
+def copy_project(dest: Path) -> Path:
+    for item in PROJECT_FILES:
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            (dest / item).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / item)
+    return dest
+
+
+def doit(cwd: Path, *args: str, check: bool = True, timeout: float = 1200):
+    env = {**os.environ, "PYTHONPATH": str(cwd), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"doit {' '.join(args)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def executed(proc) -> list[str]:
+    """Names of the tasks doit ran (it prints '.  task' for those, '-- task' for up-to-date)."""
+    return [line[3:].strip() for line in proc.stdout.splitlines() if line.startswith(".  ")]
+
+
+def interrupted_then_finished_build(cwd: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(cwd), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "doit"], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    latents = cwd / "build" / "latents"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if latents.is_dir() and len(list(latents.glob("*.safetensors"))) >= 3:
+            break
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    doit(cwd)
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory) -> Path:
+    cwd = copy_project(tmp_path_factory.mktemp("article"))
+    interrupted_then_finished_build(cwd)
+    return cwd
+
+
+@pytest.fixture(scope="session")
+def preview_model_dir(tmp_path_factory) -> Path:
+    from pipeline import preview_model
+
+    return preview_model.build(tmp_path_factory.mktemp("model") / "preview")

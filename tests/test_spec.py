@@ -1,0 +1,120 @@
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from pipeline import spec as specmod
+from pipeline.spec import SpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = ROOT / "figures.toml"
+
+
+def raw():
+    return tomllib.loads(SPEC.read_text())
+
+
+def test_default_spec_matches_the_article():
+    spec = specmod.load(SPEC)
+    ids = [f.id for f in spec.figures]
+    assert ids == ["hero", "symptoms-768", "baseline-512", "symptoms-256", "decoders-768",
+                   "decoders-256", "kernel-footprint"]
+    hero = spec.figure("hero")
+    assert [(g.width, g.prompt, g.seed) for g in hero.cells] == [
+        (s, "miko", 715317074) for s in (200, 256, 512, 768)]
+    assert hero.thumb == 175
+    assert spec.figure("baseline-512").toggle == "Show"
+    assert [r.toggle for r in spec.figure("symptoms-768").rows] == [None, "Show approx decodes"]
+    # The comparison tables reuse the grids' cells, they do not list them again.
+    assert spec.figure("decoders-768").cells == spec.figure("symptoms-768").cells
+    assert spec.sampling["steps"] == 22 and spec.sampling["guidance"] == 7.5
+
+
+def test_shared_generations_are_sampled_once():
+    spec = specmod.load(SPEC)
+    gens = spec.article_generations()
+    assert len(gens) == len(set(gens))
+    # hero 768 = symptoms-768's last cell = the overlay's 768 cell: one generation
+    g = specmod.Generation("miko", 715317074, 768, 768)
+    users = [f.id for f in spec.figures if g in f.cells]
+    assert users == ["hero", "symptoms-768", "decoders-768", "kernel-footprint"]
+    assert sum(1 for x in spec.all_generations() if x == g) == 1
+    # the VAE and approx rows of one latent are two decodes of one generation
+    decodes = [d for d in spec.decodes() if d.gen == g]
+    assert sorted(d.decoder for d in decodes) == ["approx", "vae"]
+
+
+def test_approx_training_is_held_apart():
+    spec = specmod.load(SPEC)
+    article = set(spec.article_generations())
+    assert not article & set(spec.approx_train)
+    assert not article & set(spec.approx_heldout)
+    assert not set(spec.approx_train) & set(spec.approx_heldout)
+
+
+def _parse(data):
+    return specmod.parse(data, SPEC)
+
+
+def test_size_not_multiple_of_8():
+    data = raw()
+    data["figure"][0]["cells"][0]["size"] = 196
+    with pytest.raises(SpecError) as e:
+        _parse(data)
+    msg = str(e.value)
+    assert "figure 'hero' cell 1" in msg and "196" in msg and "use 192 or 200" in msg
+    assert "\n" not in msg
+
+
+def test_unknown_prompt_key():
+    data = raw()
+    data["figure"][1]["cells"][2]["prompt"] = "brunette"
+    with pytest.raises(SpecError, match=r"figure 'symptoms-768' cell 3: unknown prompt key "
+                                        r"'brunette'; known keys are blonde, miko"):
+        _parse(data)
+
+
+def test_duplicate_figure_id():
+    data = raw()
+    data["figure"][2]["id"] = "hero"
+    with pytest.raises(SpecError, match=r"duplicate figure id 'hero'"):
+        _parse(data)
+
+
+def test_unknown_field_and_decoder_and_attention():
+    data = raw()
+    data["figure"][0]["thumbs"] = 10
+    with pytest.raises(SpecError, match=r"unknown field 'thumbs'"):
+        _parse(data)
+    data = raw()
+    data["figure"][0]["rows"][0]["decoder"] = "taesd"
+    with pytest.raises(SpecError, match=r"unknown decoder 'taesd'"):
+        _parse(data)
+    data = raw()
+    data["figure"][0]["cells"][0]["attention"] = "flash"
+    with pytest.raises(SpecError, match=r"unknown attention variant 'flash'"):
+        _parse(data)
+
+
+def test_training_seed_shown_in_article_is_refused():
+    data = raw()
+    data["approx_decoder"]["train"][0]["seed"] = 715317074
+    with pytest.raises(SpecError, match="held apart"):
+        _parse(data)
+
+
+def test_non_square_sizes_are_allowed():
+    data = raw()
+    data["figure"][0]["cells"][0]["size"] = [512, 256]
+    g = _parse(data).figure("hero").cells[0]
+    assert (g.width, g.height) == (512, 256) and g.id == "miko-715317074-512x256-usual"
+
+
+def test_stage_registries_match_the_spec_vocabulary():
+    from pipeline import attention, decode, overlays, sampling, schedule
+
+    assert set(decode.DECODERS) == set(specmod.DECODERS)
+    assert set(overlays.OVERLAYS) == set(specmod.OVERLAYS)
+    assert set(attention.VARIANTS) == set(specmod.ATTENTION)
+    assert set(sampling.SAMPLERS) == set(specmod.SAMPLERS)
+    assert set(schedule.SCHEDULES) == set(specmod.SCHEDULES)

@@ -1,0 +1,184 @@
+"""Unit tests per stage: schedule, sampler, determinism, approximate decoder, overlays, files."""
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline import approx_decoder, decode, files, geometry, overlays, preview_model, schedule
+from pipeline.sampling import sample_dpmpp_2m
+
+SD15_UNET = {"in_channels": 4, "sample_size": 64, "cross_attention_dim": 768,
+             "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]}
+SD15_VAE = {"block_out_channels": [128, 256, 512, 512], "scaling_factor": 0.18215}
+
+
+def test_karras_sigmas_closed_form():
+    s = schedule.karras_sigmas(22, 0.0292, 14.6146, 7.0)
+    assert len(s) == 23 and s[-1] == 0
+    for i in range(22):
+        r = i / 21
+        want = (14.6146 ** (1 / 7) + r * (0.0292 ** (1 / 7) - 14.6146 ** (1 / 7))) ** 7
+        assert math.isclose(s[i].item(), want, rel_tol=1e-6)
+
+
+def test_sd15_training_range_is_the_spec_range():
+    cfg = preview_model.SCHEDULER  # SD 1.5's own scheduler config
+    sig = schedule.training_sigmas(cfg)
+    assert math.isclose(sig[-1].item(), 14.6146, rel_tol=1e-4)
+    assert math.isclose(sig[0].item(), 0.0292, rel_tol=2e-3)
+    assert schedule.check_range(cfg, 0.0292, 14.6146) == []
+    assert schedule.check_range(cfg, 0.0292, 80.0)  # a wrong range is reported
+
+
+def test_sigma_to_t_inverts_the_table():
+    log_sigmas = schedule.training_sigmas(preview_model.SCHEDULER).log()
+    for t in (0, 1, 250, 998, 999):
+        assert schedule.sigma_to_t(log_sigmas[t].exp(), log_sigmas).item() == pytest.approx(t, abs=1e-3)
+
+
+def test_dpmpp_2m_solves_the_gaussian_ode():
+    # Data ~ N(0, s^2): the exact denoiser is x s^2/(s^2+sigma^2) and the probability-flow ODE maps
+    # x(sigma_max) to x * s / sqrt(s^2 + sigma_max^2). A second-order solver's error must be small
+    # at 22 steps and shrink about 4x (at least 3x) each time the step count doubles.
+    s = 0.7
+
+    def error(steps):
+        sigmas = schedule.karras_sigmas(steps, 0.0292, 14.6146, 7.0).double()
+        x = torch.randn(100, dtype=torch.float64) * 14.6146
+        out = sample_dpmpp_2m(lambda x, sig: x * s ** 2 / (s ** 2 + sig ** 2), x, sigmas)
+        exact = x * s / math.sqrt(s ** 2 + 14.6146 ** 2)
+        return ((out - exact).abs() / exact.abs()).max().item()
+
+    e11, e22, e44 = error(11), error(22), error(44)
+    assert e22 < 0.015
+    assert e22 < e11 / 3 and e44 < e22 / 3
+
+
+def test_geometry_from_sd15_configs():
+    g = geometry.from_configs(SD15_UNET, SD15_VAE)
+    assert (g["vae_factor"], g["deepest_stride"], g["train_size"]) == (8, 8, 512)
+    assert g["kernel_footprint_px"] == 192
+    assert geometry.level_sizes(g, 768, 768) == [(96, 96), (48, 48), (24, 24), (12, 12)]
+    assert geometry.level_sizes(g, 200, 200) == [(25, 25), (13, 13), (7, 7), (4, 4)]
+
+
+def test_preview_model_is_deterministic_and_sd_shaped(tmp_path, preview_model_dir):
+    again = preview_model.build(tmp_path / "again")
+    for rel in ("unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                "text_encoder/model.safetensors", "tokenizer/vocab.json"):
+        assert files.sha256_file(again / rel) == files.sha256_file(preview_model_dir / rel)
+    g = geometry.load(preview_model_dir)
+    assert (g["vae_factor"], g["deepest_stride"], g["train_size"], g["latent_channels"]) == (8, 8, 512, 4)
+
+
+def _components(model_dir, tmp_path):
+    from pipeline import model
+
+    ref = model.resolve(str(model_dir))
+    out = tmp_path / "model.json"
+    info = model.fingerprint(ref, Path(model_dir))
+    info["geometry"] = geometry.load(model_dir)
+    files.write_json(out, info)
+    model.load.cache_clear()
+    return model.load(str(out), "cpu")
+
+
+def test_same_generation_twice_gives_identical_bytes(tmp_path, preview_model_dir):
+    from pipeline import sampling, spec as specmod
+
+    spec = specmod.load(Path(__file__).resolve().parents[1] / "figures.toml")
+    gen = specmod.Generation("miko", 715317074, 64, 64)
+    first = sampling.sample(_components(preview_model_dir, tmp_path), spec, [gen])
+    second = sampling.sample(_components(preview_model_dir, tmp_path), spec, [gen])
+    assert torch.isfinite(first).all()
+    assert torch.equal(first, second)
+    comps = _components(preview_model_dir, tmp_path)
+    png1 = files.png_bytes(decode.to_pil(decode.vae(first, comps.vae)[0]))
+    png2 = files.png_bytes(decode.to_pil(decode.vae(second, comps.vae)[0]))
+    assert png1 == png2
+    other = sampling.sample(comps, spec, [specmod.Generation("miko", 1, 64, 64)])
+    assert not torch.equal(first, other)  # the seed matters
+
+
+def test_approx_decoder_learns_a_known_per_pixel_colour_map():
+    torch.manual_seed(1)
+    mix = torch.tensor([[0.8, -0.3, 0.2, 0.1], [0.1, 0.7, -0.4, 0.2], [-0.2, 0.1, 0.6, -0.5]])
+
+    def truth(z):  # a smooth per-pixel colour map, the kind the VAE's colours follow
+        return torch.tanh(torch.einsum("cd,bdhw->bchw", mix, z))
+
+    z = torch.randn(4, 4, 16, 16)
+    dec, losses = approx_decoder.distil(z, truth(z), epochs=400, lr=5e-2, seed=0)
+    held = torch.randn(2, 4, 16, 16)
+    assert losses[-1] < losses[0] / 20
+    assert approx_decoder.psnr(dec(held), truth(held)) > 30
+    # and it is per-pixel: changing one latent pixel changes exactly one 8x8 output block
+    base = decode.approx(held[:1], dec)
+    poked = held[:1].clone()
+    poked[0, :, 5, 7] += 3
+    diff = (decode.approx(poked, dec) - base)[0].abs().sum(0)
+    changed = diff.nonzero()
+    assert changed[:, 0].unique().tolist() == list(range(40, 48))
+    assert changed[:, 1].unique().tolist() == list(range(56, 64))
+
+
+def test_area_downsampled_targets():
+    img = torch.zeros(1, 3, 16, 16)
+    img[:, :, :8, :8] = 1
+    t = approx_decoder.downsample_targets(img, 8)
+    assert t.shape == (1, 3, 2, 2) and t[0, 0, 0, 0] == 1 and t[0, 0, 1, 1] == 0
+
+
+def test_kernel_footprint_overlay():
+    from PIL import Image
+
+    img = Image.new("RGB", (768, 768), (0, 0, 0))
+    g = geometry.from_configs(SD15_UNET, SD15_VAE)
+    out = overlays.kernel_footprint(img, g)
+    px = out.load()
+    assert px[0, 0] == (255, 0, 255) and px[191, 100] == (255, 0, 255) and px[7, 100] == (255, 0, 255)
+    assert px[8, 100] == (0, 0, 0) and px[192, 100] == (0, 0, 0) and px[100, 100] == (0, 0, 0)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "a.png"
+    files.atomic_write(target, b"old")
+
+    class Boom(bytes):
+        pass
+
+    real_fsync = os.fsync
+
+    def failing_fsync(fd):
+        raise KeyboardInterrupt  # as if the run were killed mid-write
+
+    os.fsync = failing_fsync
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            files.atomic_write(target, b"new" * 1000)
+    finally:
+        os.fsync = real_fsync
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_stale_temp_files_are_removed(tmp_path):
+    (tmp_path / ".x.png.abc.tmp").write_bytes(b"half")
+    (tmp_path / "x.png").write_bytes(b"whole")
+    assert files.remove_stale_temps(tmp_path) == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+
+
+def test_model_argument_errors(tmp_path):
+    from pipeline import model
+
+    with pytest.raises(model.ModelError, match=r"model directory /no/such/sd15 does not exist"):
+        model.resolve("/no/such/sd15")
+    (tmp_path / "unet").mkdir()
+    with pytest.raises(model.ModelError, match=r"has no vae/ folder"):
+        model.resolve(str(tmp_path))
+    assert model.resolve("stable-diffusion-v1-5/stable-diffusion-v1-5").kind == "hub"
+    assert model.resolve("preview").preview
