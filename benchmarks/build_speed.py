@@ -1,0 +1,65 @@
+"""Benchmark: how long the article takes to build on this machine (not a test; prints figures).
+
+    python benchmarks/build_speed.py            # preview model, clean build in a scratch copy
+
+Measures, in one run and one scratch copy of the project:
+  1. the full default build from clean (model, sampling, decoding, distillation, site),
+  2. an up-to-date `doit` (nothing to do),
+  3. a prose-only change (only Hugo reruns; best of three).
+Targets on the 2-core build machine:
+under 5 minutes, 1.5 s and 3 s.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import copy_project  # noqa: E402
+
+
+def timed(cwd: Path, *args: str) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONPATH": str(cwd), "HF_HUB_OFFLINE": "1"}
+    t = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "doit", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    if proc.returncode:
+        sys.exit(f"doit {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return dt, proc.stdout
+
+
+def main() -> None:
+    scratch = Path(tempfile.mkdtemp(prefix="article-bench-"))
+    try:
+        cwd = copy_project(scratch)
+        print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
+        full, _ = timed(cwd)
+        noop = min(timed(cwd)[0] for _ in range(3))
+        md = cwd / "content" / "sd15-image-sizes.md"
+        prose = []
+        for i in range(3):
+            md.write_text(md.read_text() + f"\nBenchmark edit {i}.\n")
+            dt, out = timed(cwd)
+            ran = [l[3:] for l in out.splitlines() if l.startswith(".  ")]
+            assert ran == ["hugo"], ran
+            prose.append(dt)
+        rows = [("full build from clean (preview model)", full, 300.0),
+                ("up-to-date doit", noop, 1.5),
+                ("prose-only change (hugo only)", min(prose), 3.0)]
+        print(f"{'measurement':42s} {'seconds':>9s} {'target':>8s}")
+        for name, value, target in rows:
+            flag = "ok" if value <= target else "OVER"
+            print(f"{name:42s} {value:9.2f} {target:8.1f}  {flag}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The built page in a real headless Chromium (Debian's, driven by Playwright): no failed or
+external requests, every toggle shows and hides its target, every <details> opens."""
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--headless=new", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def server(project):
+    handler = functools.partial(_Quiet, directory=str(project / "public"))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "run scripts/ensure-chromium (make test does)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def test_page_loads_everything_locally_and_toggles_work(server, browser, project):
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    requests, failed, bad_status = [], [], []
+    page.on("request", lambda r: requests.append(r.url))
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.on("response", lambda r: bad_status.append(r.url) if r.status >= 400 else None)
+    page.goto(f"{server}/sd15-image-sizes/", wait_until="networkidle")
+
+    toggles = page.locator("input.toggle")
+    ids = [toggles.nth(i).get_attribute("id") for i in range(toggles.count())]
+    assert set(ids) == {"toggle-symptoms-768-approx", "toggle-baseline-512",
+                        "toggle-symptoms-256-approx"}
+    for tid in ids:
+        target = page.locator(f'[data-toggle="{tid}"]')
+        assert target.count() == 1
+        assert not target.is_visible(), f"{tid}: target shown before the box is ticked"
+        page.click(f'label[for="{tid}"]')
+        assert page.is_checked(f"#{tid}")
+        assert target.is_visible(), f"{tid}: target still hidden after ticking"
+        assert target.locator("img").count() == 8
+        page.click(f'label[for="{tid}"]')
+        assert not target.is_visible(), f"{tid}: target still shown after unticking"
+
+    details = page.locator("details")
+    assert details.count() >= 10
+    for i in range(details.count()):
+        d = details.nth(i)
+        body = d.locator(":scope > :not(summary)").first
+        assert not body.is_visible()
+        d.locator("summary").click()
+        assert body.is_visible()
+
+    # Show everything, load every (lazy) image, and keep a screenshot for people to look at.
+    for tid in ids:
+        page.click(f'label[for="{tid}"]')
+    page.evaluate("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
+    page.wait_for_load_state("networkidle")
+    page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+    shot = project / "build" / "article.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 50_000
+
+    assert requests and all(u.startswith(server) for u in requests), \
+        [u for u in requests if not u.startswith(server)]
+    assert failed == [] and bad_status == []
+    images = [u for u in requests if u.endswith(".png")]
+    assert len(set(images)) >= 90

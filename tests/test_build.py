@@ -1,0 +1,232 @@
+"""End-to-end: the default article built by `doit` with the preview model (see conftest.project),
+then what the built site holds, and how the build reacts to edits and bad input."""
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, copy_project, doit, executed
+from pipeline import emit, spec as specmod
+
+ARTICLE = "public/sd15-image-sizes/index.html"
+
+
+def page(project: Path) -> str:
+    return (project / ARTICLE).read_text(encoding="utf-8")
+
+
+def figure_html(text: str, fid: str) -> str:
+    m = re.search(rf'<figure[^>]*data-figure="{re.escape(fid)}".*?</figure>', text, re.S)
+    assert m, f"figure {fid} not in the page"
+    return m.group(0)
+
+
+def test_every_figure_of_the_spec_is_on_the_page(project):
+    spec = specmod.load(project / "figures.toml")
+    text = page(project)
+    for fig in spec.figures:
+        block = figure_html(text, fig.id)
+        imgs = re.findall(r"<img ", block)
+        assert len(imgs) == len(fig.rows) * len(fig.cells), fig.id
+        for g in fig.cells:
+            assert g.id in block
+
+
+def test_every_referenced_file_exists_and_nothing_is_external(project):
+    public = project / "public"
+    pages = list(public.rglob("*.html"))
+    assert len(pages) >= 2
+    refs = 0
+    for p in pages:
+        text = p.read_text(encoding="utf-8")
+        for attr, url in re.findall(r'\b(src|href)="([^"]+)"', text):
+            assert not re.match(r"^(https?:)?//", url), f"{p.name}: external {attr} {url}"
+            if url.startswith("#"):
+                continue
+            path = public / url.lstrip("/").split("#")[0]
+            if url.endswith("/"):
+                path = path / "index.html"
+            assert path.exists(), f"{p.name} references missing {url}"
+            refs += 1
+        assert "<script" not in text  # nothing to fetch, nothing to run
+    assert refs > 90
+
+
+def test_thumbnails_are_real_downscaled_files_linking_to_full_images(project):
+    from PIL import Image
+
+    spec = specmod.load(project / "figures.toml")
+    text = page(project)
+    for fig in spec.figures:
+        block = figure_html(text, fig.id)
+        links = re.findall(r'<a class="thumb" href="([^"]+)"[^>]*><img src="([^"]+)" '
+                           r'width="(\d+)" height="(\d+)"', block)
+        assert len(links) == len(fig.rows) * len(fig.cells)
+        for full, thumb, w, h in links:
+            assert full != thumb
+            with Image.open(project / "public" / full.lstrip("/")) as im_full, \
+                    Image.open(project / "public" / thumb.lstrip("/")) as im_thumb:
+                assert im_thumb.width == fig.thumb == int(w) and im_thumb.height == int(h)
+                assert im_full.width > im_thumb.width or fig.thumb >= im_full.width
+
+
+def test_images_have_the_size_of_their_generation_and_decoder(project):
+    from PIL import Image
+
+    spec = specmod.load(project / "figures.toml")
+    for im in spec.images():
+        with Image.open(project / "static/images" / im.file) as f:
+            assert f.size == (im.gen.width, im.gen.height), im.file
+
+
+def test_manifest_records_what_made_each_image(project):
+    manifest = json.loads((project / "static/images/manifest.json").read_text())
+    spec = specmod.load(project / "figures.toml")
+    names = {im.file for im in spec.images()} | {im.thumb_file(w) for im, w in spec.thumbs()}
+    assert set(manifest["images"]) == names
+    for name, rec in manifest["images"].items():
+        data = (project / "static/images" / name).read_bytes()
+        assert rec["sha256"] == hashlib.sha256(data).hexdigest()
+        for key in ("prompt_key", "seed", "width", "height", "steps", "sampler", "guidance",
+                    "attention", "decoder", "model", "device", "batch"):
+            assert key in rec, (name, key)
+        assert rec["steps"] == 22 and rec["sampler"] == "dpmpp_2m" and rec["guidance"] == 7.5
+    overlay = [r for n, r in manifest["images"].items() if n.endswith("kernel_footprint.png")]
+    assert len(overlay) == 2 and all(r["decoder"] == "approx" for r in overlay)
+
+
+def test_preview_banner_and_provenance_are_on_the_page(project):
+    text = page(project)
+    assert 'id="preview-banner"' in text and "preview model" in text
+    assert text.count('<details class="provenance">') == len(specmod.load(project / "figures.toml").figures)
+    assert re.search(r'title="miko · seed 715317074 · 768×768 · 22 steps dpmpp_2m \(karras\) · '
+                     r'CFG 7.5 · attention usual · VAE decode · preview-sd15-tiny@', text)
+
+
+def test_numbers_come_from_the_model_config(project):
+    text = page(project)
+    table = re.search(r'<table class="geometry".*?</table>', text, re.S).group(0)
+    for cell in ("64×64", "96×96", "8×8", "12×12"):
+        assert f"<td>{cell}</td>" in table
+    flat = " ".join(text.split())
+    assert "covers a square 192 pixels on a side" in flat
+    assert "tensor of 64×64×4" in flat
+
+
+def test_decoder_code_block_is_the_pipelines_own_source(project):
+    text = page(project)
+    m = re.search(r"approximate decoder.s code.*?<pre[^>]*>(.*?)</pre>", text, re.S)
+    shown = html.unescape(re.sub(r"<[^>]+>", "", m.group(1))).strip()
+    source = emit.class_source(project / "pipeline/approx_decoder.py", "ApproxDecoder")
+    assert shown == source.strip()
+    fit = json.loads((project / "build/approx/decoder.json").read_text())
+    assert f"{fit['psnr_heldout_db']} dB" in text and fit["psnr_heldout_db"] > 10
+
+
+def test_formula_is_mathml(project):
+    text = page(project)
+    m = re.search(r"<math[^>]*display=\"block\".*?</math>", text, re.S)
+    assert m and "softmax" in m.group(0) and "<msqrt>" in m.group(0)
+
+
+def test_up_to_date_build_runs_no_task(project):
+    proc = doit(project)
+    assert executed(proc) == []
+
+
+def test_missing_image_fails_hugo_naming_it(project):
+    from pipeline import hugo
+
+    victim = project / "static/images/miko-715317074-200x200-usual.vae.w175.png"
+    saved = victim.read_bytes()
+    victim.unlink()
+    try:
+        proc = subprocess.run([hugo.binary(), "--config", "site/hugo.toml", "--destination",
+                               str(project / "build/hugo-check")], cwd=project,
+                              capture_output=True, text=True)
+        assert proc.returncode == 1
+        assert "image static/images/miko-715317074-200x200-usual.vae.w175.png is missing" in (
+            proc.stdout + proc.stderr)
+        # doit notices the missing target and makes it again; nothing else reruns but the site
+        ran = executed(doit(project))
+        assert ran == ["thumb:miko-715317074-200x200-usual.vae.w175.png", "hugo"]
+        assert victim.read_bytes() == saved
+    finally:
+        if not victim.exists():
+            victim.write_bytes(saved)
+
+
+def test_prose_edit_reruns_only_hugo(project):
+    md = project / "content/sd15-image-sizes.md"
+    md.write_text(md.read_text() + "\nA sentence added by the test suite.\n")
+    assert executed(doit(project)) == ["hugo"]
+    assert "A sentence added by the test suite." in page(project)
+
+
+def test_changing_one_seed_regenerates_only_what_depends_on_it(project):
+    images = project / "static/images"
+    before = {p.name: p.read_bytes() for p in images.glob("*.png")}
+    spec_file = project / "figures.toml"
+    spec_file.write_text(spec_file.read_text().replace("seed = 2106704619", "seed = 2106704620"))
+    ran = executed(doit(project))
+    new = "miko-2106704620-256x256-usual"
+    per_image = [t for t in ran if t.split(":")[0] in ("decode", "thumb", "overlay")]
+    assert per_image and all(new in t for t in per_image), ran
+    assert sorted(t for t in ran if t not in per_image) == ["emit", "hugo", "sample:256x256"]
+    assert f"{new}.vae.png" in {p.name for p in images.glob("*.png")}
+    for name, data in before.items():
+        if "2106704619" not in name:
+            assert (images / name).read_bytes() == data, name
+    assert new in page(project)
+
+
+# --- bad input: one clear line, nothing written -------------------------------------------------
+
+@pytest.fixture
+def scratch(tmp_path):
+    return copy_project(tmp_path)
+
+
+def _fails_cleanly(scratch, *args, expect):
+    proc = doit(scratch, *args, check=False)
+    assert proc.returncode != 0
+    lines = [l for l in proc.stderr.strip().splitlines() if l.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert expect in lines[0]
+    assert not (scratch / "build").exists()
+    assert [p.name for p in (scratch / "static/images").iterdir()] == [".gitkeep"]
+    return lines[0]
+
+
+def test_bad_size_in_spec(scratch):
+    f = scratch / "figures.toml"
+    f.write_text(f.read_text().replace("{ seed = 715317074, size = 200 }",
+                                       "{ seed = 715317074, size = 196 }"))
+    line = _fails_cleanly(scratch, expect="figure 'hero' cell 1: size 196 is not a multiple of 8")
+    assert "use 192 or 200" in line
+
+
+def test_unknown_prompt_key_in_spec(scratch):
+    f = scratch / "figures.toml"
+    f.write_text(f.read_text().replace('{ prompt = "blonde", seed = 340323845 }',
+                                       '{ prompt = "blond", seed = 340323845 }'))
+    _fails_cleanly(scratch, expect="figure 'symptoms-768' cell 3: unknown prompt key 'blond'")
+
+
+def test_duplicate_figure_id_in_spec(scratch):
+    f = scratch / "figures.toml"
+    f.write_text(f.read_text().replace('id = "baseline-512"', 'id = "hero"'))
+    _fails_cleanly(scratch, expect="duplicate figure id 'hero'")
+
+
+def test_missing_model_directory(scratch):
+    line = _fails_cleanly(scratch, "model=/data/models/sd15", expect="model directory "
+                          "/data/models/sd15 does not exist")
+    assert "model=<hub id>" in line
