@@ -52,6 +52,20 @@ TEXT = dict(
     max_position_embeddings=77, projection_dim=32, hidden_act="quick_gelu",
 )
 
+# SD 1.5's own architecture (its published config files), for GPU benchmarks: random weights of
+# exactly this shape cost what the real model costs. `build(out, shape="sd15")` makes it.
+SD15 = {
+    "unet": dict(UNET, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+                 down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                 up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+                 cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32),
+    "vae": dict(VAE, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
+                norm_num_groups=32),
+    "text": dict(TEXT, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                 num_attention_heads=12, projection_dim=768),
+}
+SHAPES = {"preview": {"unet": UNET, "vae": VAE, "text": TEXT}, "sd15": SD15}
+
 
 def bytes_to_unicode() -> dict[int, str]:
     """GPT-2/CLIP's reversible byte -> printable-character map (written out here: transformers 5
@@ -81,20 +95,22 @@ def tokenizer_files() -> tuple[bytes, bytes]:
     return json_bytes(vocab), b"#version: 0.2\n"
 
 
-def build(out: str | Path) -> Path:
-    """Build the preview model into `out` (diffusers layout); returns the directory."""
+def build(out: str | Path, shape: str = "preview") -> Path:
+    """Build the preview model (or, with shape="sd15", a random model of SD 1.5's full size)
+    into `out` in diffusers layout; returns the directory."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     out = Path(out)
     vocab, merges = tokenizer_files()
     n_vocab = len(json.loads(vocab))
+    config = SHAPES[shape]
     torch.manual_seed(SEED)
-    unet = UNet2DConditionModel(**UNET)
-    vae = AutoencoderKL(**VAE)
+    unet = UNet2DConditionModel(**config["unet"])
+    vae = AutoencoderKL(**config["vae"])
     text = CLIPTextModel(CLIPTextConfig(vocab_size=n_vocab, bos_token_id=n_vocab - 2,
                                         eos_token_id=n_vocab - 1, pad_token_id=n_vocab - 1,
-                                        **TEXT))
+                                        **config["text"]))
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
         import shutil
@@ -111,7 +127,7 @@ def build(out: str | Path) -> Path:
     atomic_write(tmp / "scheduler" / "scheduler_config.json", json_bytes(SCHEDULER))
     atomic_write(tmp / "model_index.json", json_bytes({
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-        "_name_or_path": NAME, "preview": True,
+        "_name_or_path": NAME if shape == "preview" else f"random-{shape}", "preview": True,
         "scheduler": ["diffusers", "PNDMScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
