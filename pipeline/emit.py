@@ -97,5 +97,9 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
         "figures": figures,
     }
     write_json(out_data, data)
+    keep = set(manifest) | {im.file for im in spec.decodes()}
+    for stale in sorted(set(p.name for p in images.glob("*.png")) - keep):
+        (images / stale).unlink()  # e.g. the old images of a seed edited out of figures.toml
+        print(f"removed {stale}: no figure shows it any more")
     write_json(out_manifest, {"model": {k: info[k] for k in ("id", "name", "kind", "sha256")},
                               "approx_decoder": fit, "images": manifest})

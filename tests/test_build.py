@@ -185,6 +185,8 @@ def test_changing_one_seed_regenerates_only_what_depends_on_it(project):
     for name, data in before.items():
         if "2106704619" not in name:
             assert (images / name).read_bytes() == data, name
+        else:  # no longer shown: removed, so the published site carries no stale images
+            assert not (images / name).exists() and not (project / "public/images" / name).exists()
     assert new in page(project)
 
 
