@@ -163,8 +163,9 @@ def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: st
             latents = sample(comps, spec, chunk)
             for g, z in zip(chunk, latents):
                 prov = provenance(spec, g, comps)
+                key = cache_key(prov)  # what the latents depend on; the batch is only recorded
                 prov["batch"] = [c.id for c in chunk]
-                meta = {"key": cache_key(prov), "provenance": json.dumps(prov, sort_keys=True)}
+                meta = {"key": key, "provenance": json.dumps(prov, sort_keys=True)}
                 atomic_write(out / f"{g.id}.safetensors", safetensors_bytes({"latents": z}, meta))
             print(f"sampled {', '.join(c.id for c in chunk)}")
 
