@@ -130,10 +130,15 @@ def task_thumb():
                "clean": True}
 
 
+def published_images() -> list[str]:
+    """Every image file the page shows: full images and their thumbnails."""
+    return ([image(im.file) for im in spec.images()]
+            + [image(im.thumb_file(w)) for im, w in spec.thumbs()])
+
+
 def task_emit():
     """Write the figure data Hugo renders and the image manifest (provenance and sha256)."""
-    files = [image(im.file) for im in spec.images()]
-    files += [image(im.thumb_file(w)) for im, w in spec.thumbs()]
+    files = published_images()
     return {"actions": [(call, ["emit:run", SPEC, MODEL_JSON, APPROX_JSON,
                                 "pipeline/approx_decoder.py", IMAGES, DATA, MANIFEST])],
             "file_dep": [SPEC, str(MODEL_JSON), str(APPROX_JSON), *files,
@@ -144,9 +149,7 @@ def task_emit():
 def task_hugo():
     """Build the static site into public/ with Hugo."""
     inputs = sorted(str(p) for d in ("content", "site") for p in Path(d).rglob("*") if p.is_file())
-    files = [image(im.file) for im in spec.images()]
-    files += [image(im.thumb_file(w)) for im, w in spec.thumbs()]
     return {"actions": [(call, ["hugo:build", "public"])],
-            "file_dep": [*inputs, str(DATA), str(MANIFEST), *files, *code("hugo")],
+            "file_dep": [*inputs, str(DATA), str(MANIFEST), *published_images(), *code("hugo")],
             "targets": [str(SITE_INDEX)],
             "clean": ["rm -rf public build/public.partial"]}

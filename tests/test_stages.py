@@ -1,5 +1,4 @@
 """Unit tests per stage: schedule, sampler, determinism, approximate decoder, overlays, files."""
-import json
 import math
 import os
 from pathlib import Path
@@ -146,9 +145,6 @@ def test_kernel_footprint_overlay():
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     target = tmp_path / "a.png"
     files.atomic_write(target, b"old")
-
-    class Boom(bytes):
-        pass
 
     real_fsync = os.fsync
 
