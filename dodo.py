@@ -30,6 +30,7 @@ BATCH = get_var("batch", "auto")
 
 BUILD = Path("build")
 LATENTS = BUILD / "latents"
+PROBES = BUILD / "probe"
 IMAGES = Path("static/images")
 MODEL_JSON = BUILD / "model.json"
 APPROX = BUILD / "approx" / "decoder.safetensors"
@@ -46,6 +47,7 @@ except (specmod.SpecError, model.ModelError) as err:
 BUILD.mkdir(exist_ok=True)  # doit keeps its state in build/.doit.db
 remove_stale_temps(IMAGES)
 remove_stale_temps(LATENTS)
+remove_stale_temps(PROBES)
 
 
 def call(target: str, *args):
@@ -60,6 +62,10 @@ def code(*modules: str) -> list[str]:
 
 def latent(gen) -> str:
     return str(LATENTS / f"{gen.id}.safetensors")
+
+
+def probe_file(gen) -> str:
+    return str(PROBES / f"{gen.id}.json")
 
 
 def image(name: str) -> str:
@@ -85,6 +91,33 @@ def task_sample():
                                    BATCH])],
                "file_dep": [str(MODEL_JSON), *sources], "targets": [latent(g) for g in gens],
                "uptodate": [config_changed(digest([recipes, DEVICE, BATCH]))], "clean": True}
+
+
+def task_probe():
+    """Measure self-attention statistics during sampling, up to the [probe] step."""
+    sources = code("probe", "sampling", "schedule", "attention", "model")
+    for size, gens in spec.probe_by_size().items():
+        recipes = [spec.recipe(g) for g in gens]
+        yield {"name": size,
+               "actions": [(call, ["probe:run", SPEC, MODEL_JSON, DEVICE, size, PROBES, BATCH])],
+               "file_dep": [str(MODEL_JSON), *sources],
+               "targets": [probe_file(g) for g in gens],
+               "uptodate": [config_changed(digest([recipes, spec.probe_config(), DEVICE,
+                                                   BATCH]))], "clean": True}
+
+
+def task_plot():
+    """Draw the plots of the probe statistics (matplotlib, with provenance)."""
+    for fig in spec.plots():
+        out = image(specmod.Plot(fig.id).file)
+        gens = [g for g in spec.probe_generations()
+                if (g.width, g.height) in fig.sizes and g.attention in fig.variants]
+        yield {"name": fig.id,
+               "actions": [(call, ["plots:run", SPEC, fig.id, PROBES, out])],
+               "file_dep": [probe_file(g) for g in gens] + code("plots"),
+               "targets": [out],
+               "uptodate": [config_changed(digest([fig.plot, fig.sizes, fig.variants]))],
+               "clean": True}
 
 
 def task_approx():
@@ -122,7 +155,7 @@ def task_overlay():
 
 def task_thumb():
     """Make the real downscaled thumbnails the figures show."""
-    for im, width in spec.thumbs():
+    for im, width in spec.thumbs():  # decodes, overlays and plots alike
         yield {"name": im.thumb_file(width),
                "actions": [(call, ["images:thumbnail", image(im.file), image(im.thumb_file(width)),
                                    width])],
@@ -132,17 +165,17 @@ def task_thumb():
 
 def published_images() -> list[str]:
     """Every image file the page shows: full images and their thumbnails."""
-    return ([image(im.file) for im in spec.images()]
-            + [image(im.thumb_file(w)) for im, w in spec.thumbs()])
+    full = {im.file for f in spec.figures for im in f.files()}
+    return sorted(map(image, full)) + [image(im.thumb_file(w)) for im, w in spec.thumbs()]
 
 
 def task_emit():
     """Write the figure data Hugo renders and the image manifest (provenance and sha256)."""
-    files = published_images()
+    files = published_images() + [probe_file(g) for g in spec.probe_generations()]
     return {"actions": [(call, ["emit:run", SPEC, MODEL_JSON, APPROX_JSON,
-                                "pipeline/approx_decoder.py", IMAGES, DATA, MANIFEST])],
+                                "pipeline/approx_decoder.py", IMAGES, DATA, MANIFEST, PROBES])],
             "file_dep": [SPEC, str(MODEL_JSON), str(APPROX_JSON), *files,
-                         *code("emit", "approx_decoder", "geometry")],
+                         *code("emit", "approx_decoder", "geometry", "attention", "plots")],
             "targets": [str(DATA), str(MANIFEST)], "clean": True}
 
 

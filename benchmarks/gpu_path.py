@@ -12,17 +12,12 @@ VAE decode time.
 from __future__ import annotations
 
 import argparse
-import sys
-import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
+from common import ROOT, build_and_load
 
-import torch  # noqa: E402
-
-from pipeline import decode, files, geometry, model, preview_model, sampling, spec as specmod  # noqa: E402
+from pipeline import decode, files, model, sampling, spec as specmod
 
 
 def main() -> None:
@@ -36,14 +31,7 @@ def main() -> None:
     print(f"{'shape':8s} {'size':>9s} {'s/image':>8s} {'unet it/s':>9s} {'peak GiB':>9s} "
           f"{'same bytes':>10s} {'vae s':>6s}")
     for shape in args.shapes.split(","):
-        tmp = Path(tempfile.mkdtemp())
-        t = time.perf_counter()
-        directory = preview_model.build(tmp / shape, shape=shape)
-        built = time.perf_counter() - t
-        info = model.fingerprint(model.resolve(str(directory)), directory)
-        info["geometry"] = geometry.load(directory)
-        files.write_json(tmp / "model.json", info)
-        comps = model.load(str(tmp / "model.json"), "cuda")
+        comps, _, built = build_and_load(shape, "cuda")
         assert comps.dtype == torch.float16
         print(f"# {shape}: built in {built:.1f} s, "
               f"UNet {sum(p.numel() for p in comps.unet.parameters()) / 1e6:.0f} M params")

@@ -1,28 +1,174 @@
-"""Attention variants, selectable per generation in figures.toml.
+"""Attention variants, selectable per generation in figures.toml (section 6 of the article).
 
-A variant is a function `apply(unet, gen, geometry)` that installs attention processors on the
-UNet's self-attention layers for one generation; every variant starts from the model's own
-processors, so variants never leak from one batch into the next.
+Every variant changes self-attention only, per UNet level, and is a rule with one signature,
+
+    rule(scores, n_train) -> weights
+
+where `scores` are the scaled logits q.k/sqrt(d) for a block of queries against all n keys of the
+layer, and n_train is that layer's key count at the trained size (512x512 for SD 1.5). Cross-
+attention keeps the model's own processors: its key count (77 text tokens) never changes.
+
+`usual` and `logit-scale` also have a fused form (a multiplier on the softmax scale passed to
+`scaled_dot_product_attention`), used whenever no probe is asking for the probabilities. The
+top-k rules are computed explicitly, a block of queries at a time, so that the score matrix in
+memory never exceeds BUDGET_BYTES whatever the image size.
 """
 from __future__ import annotations
 
+import math
 
-def _restore(unet):
+import torch
+import torch.nn.functional as F
+
+from .geometry import key_counts
+
+BUDGET_BYTES = 256 * 2**20  # the most one block of fp32 scores (and its temporaries) may take
+_TEMPORARIES = 3            # scores, exp/probabilities and the top-k selection live together
+
+
+def logit_factor(n: int, n_train: int) -> float:
+    """Entropy-preserving multiplier on the softmax scale: sqrt(log n / log n_train)."""
+    return math.sqrt(math.log(n) / math.log(n_train))
+
+
+def usual(scores: torch.Tensor, n_train: int) -> torch.Tensor:
+    """The model's own attention: softmax over every key."""
+    return scores.softmax(-1)
+
+
+def logit_scale(scores: torch.Tensor, n_train: int) -> torch.Tensor:
+    """Scale the logits so the attention's entropy stays near what it was at the trained size."""
+    return (scores * logit_factor(scores.shape[-1], n_train)).softmax(-1)
+
+
+def topk_denominator(scores: torch.Tensor, n_train: int) -> torch.Tensor:
+    """exp(x - max) over the sum of the k = n_train largest exp(x - max). With more keys than at
+    the trained size the weights sum to more than 1; with n <= n_train this is the softmax."""
+    e = (scores - scores.amax(-1, keepdim=True)).exp()
+    k = min(n_train, scores.shape[-1])
+    return e / e.topk(k, dim=-1, sorted=False).values.sum(-1, keepdim=True)
+
+
+def topk_mask(scores: torch.Tensor, n_train: int) -> torch.Tensor:
+    """Keys outside each query's k = n_train largest scores are masked to -inf, then softmax."""
+    k = min(n_train, scores.shape[-1])
+    if k == scores.shape[-1]:
+        return scores.softmax(-1)
+    kth = scores.topk(k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+    return scores.masked_fill(scores < kth, float("-inf")).softmax(-1)
+
+
+VARIANTS = {"usual": usual, "logit-scale": logit_scale, "topk-denominator": topk_denominator,
+            "topk-mask": topk_mask}
+
+# Variants whose weights are a softmax of rescaled logits: fused attention with scale * factor.
+FUSED = {"usual": lambda n, n_train: 1.0, "logit-scale": logit_factor}
+
+
+def query_block(batch_heads: int, n_keys: int, budget: int = BUDGET_BYTES) -> int:
+    """How many queries one block may hold so its fp32 scores and temporaries fit the budget."""
+    return max(1, budget // (batch_heads * n_keys * 4 * _TEMPORARIES))
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, variant: str,
+           n_train: int, probe=None, budget: int = BUDGET_BYTES) -> torch.Tensor:
+    """Attention over [B, heads, N, d] tensors with one variant's rule. `probe(weights)`, when
+    given, sees every block of weights (fp32, [B, heads, queries, keys])."""
+    n = k.shape[-2]
+    if probe is None and variant in FUSED:
+        return F.scaled_dot_product_attention(q, k, v, scale=scale * FUSED[variant](n, n_train))
+    rule = VARIANTS[variant]
+    rows = query_block(q.shape[0] * q.shape[1], n, budget)
+    out = torch.empty_like(q)
+    kt = k.transpose(-1, -2)
+    for start in range(0, q.shape[-2], rows):
+        scores = (q[..., start:start + rows, :] @ kt).float() * scale
+        weights = rule(scores, n_train)
+        if probe is not None:
+            probe(weights)
+        out[..., start:start + rows, :] = (weights.to(v.dtype) @ v)
+    return out
+
+
+# --- installing a variant on a diffusers UNet --------------------------------------------------
+
+def level_of(name: str, levels: int) -> int:
+    """UNet level (0 = the latent's own resolution) of an attention module, from its name."""
+    part, *rest = name.split(".")
+    if part == "down_blocks":
+        return int(rest[0])
+    if part == "mid_block":
+        return levels - 1
+    if part == "up_blocks":
+        return levels - 1 - int(rest[0])
+    raise ValueError(f"cannot place attention module {name!r} in a UNet level")
+
+
+class VariantProcessor:
+    """A diffusers attention processor for one self-attention layer under one variant."""
+
+    def __init__(self, name: str, variant: str, n: int, n_train: int, probe=None):
+        self.name, self.variant, self.n, self.n_train, self.probe = name, variant, n, n_train, probe
+
+    @property
+    def factor(self) -> float:
+        """The multiplier this layer applies to the softmax scale (1 unless logit-scale)."""
+        return logit_factor(self.n, self.n_train) if self.variant == "logit-scale" else 1.0
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, *args, **kwargs):
+        if encoder_hidden_states is not None or attention_mask is not None:
+            raise ValueError(f"{self.name}: attention variants apply to self-attention only")
+        if attn.spatial_norm is not None or attn.group_norm is not None or attn.norm_q is not None:
+            raise ValueError(f"{self.name}: this attention layout is not supported by variants")
+        x = hidden_states
+        shape4 = x.shape if x.ndim == 4 else None
+        if shape4 is not None:
+            x = x.flatten(2).transpose(1, 2)
+        b, n, _ = x.shape
+        if n != self.n:
+            raise ValueError(f"{self.name}: expected {self.n} keys for this size, got {n}; the "
+                             f"variant was installed for another image size")
+        heads = attn.heads
+        q, k, v = (f(x).view(b, n, heads, -1).transpose(1, 2)
+                   for f in (attn.to_q, attn.to_k, attn.to_v))
+        probe = self.probe.hook(self) if self.probe is not None and self.probe.active else None
+        out = attend(q, k, v, attn.scale, self.variant, self.n_train, probe)
+        out = out.transpose(1, 2).reshape(b, n, -1).to(q.dtype)
+        out = attn.to_out[1](attn.to_out[0](out))
+        if shape4 is not None:
+            out = out.transpose(1, 2).reshape(shape4)
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+def self_attention_layers(unet) -> list[str]:
+    """Names of the UNet's self-attention layers, in the order a forward pass runs them."""
+    names = [n.removesuffix(".processor") for n in unet.attn_processors if ".attn1." in n]
+    order = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+    return sorted(names, key=lambda n: (order[n.split(".")[0]], _numbers(n)))
+
+
+def _numbers(name: str) -> list[int]:
+    return [int(p) for p in name.split(".") if p.isdigit()]
+
+
+def install(unet, variant: str, geometry: dict, width: int, height: int, probe=None) -> dict:
+    """Install `variant` on every self-attention layer for images of width x height; everything
+    else gets the model's own processor back. Returns the VariantProcessors by layer name."""
     original = getattr(unet, "_original_attn_processors", None)
     if original is None:
         original = dict(unet.attn_processors)
         unet._original_attn_processors = original
-    unet.set_attn_processor(dict(original))
-    return original
-
-
-def usual(unet, gen, geometry) -> None:
-    """The model's own attention (diffusers' fused scaled-dot-product processor)."""
-    _restore(unet)
-
-
-VARIANTS = {"usual": usual}
-
-
-def apply(unet, gen, geometry) -> None:
-    VARIANTS[gen.attention](unet, gen, geometry)
+    processors = dict(original)
+    installed = {}
+    if variant != "usual" or probe is not None:
+        counts = key_counts(geometry, width, height)
+        trained = key_counts(geometry, geometry["train_size"], geometry["train_size"])
+        for name in self_attention_layers(unet):
+            level = level_of(name, geometry["unet_levels"])
+            proc = VariantProcessor(name, variant, counts[level], trained[level], probe)
+            processors[f"{name}.processor"] = installed[name] = proc
+    unet.set_attn_processor(processors)
+    return installed

@@ -6,6 +6,7 @@ static/images/manifest.json (provenance and sha256 of every image). Pure Python,
 from __future__ import annotations
 
 import ast
+import functools
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from PIL import Image as PILImage
 
 from . import geometry as geom
 from .files import read_json, safetensors_metadata, sha256_file, write_json
-from .spec import Figure, Image, Spec
+from .spec import Figure, Image, Plot, Spec
 
 DECODER_LABELS = {"vae": "VAE", "approx": "Approx"}
 
@@ -29,6 +30,11 @@ def class_source(path: str | Path, name: str) -> str:
 
 def describe(prov: dict) -> str:
     """One line a reader can reproduce the image from."""
+    if "plot" in prov:
+        return (f"{prov['plot']} plot of attention statistics at step {prov['probe']['step'] + 1}"
+                f" of {prov['steps']} ({prov['sampler']}, CFG {prov['guidance']}) · "
+                f"{len(prov['inputs'])} probed generations of {prov['prompt_key']} · "
+                f"{prov['model']} on {prov['device']} ({prov['dtype']})")
     return (f"{prov['prompt_key']} · seed {prov['seed']} · {prov['width']}×{prov['height']} · "
             f"{prov['steps']} steps {prov['sampler']} ({prov['schedule']}) · CFG {prov['guidance']}"
             f" · attention {prov['attention']} · {DECODER_LABELS[prov['decoder']]} decode"
@@ -45,36 +51,84 @@ def _image_info(images_dir: Path, file: str) -> tuple[dict, dict]:
         return prov, {"w": im.width, "h": im.height}
 
 
+def _cell(item: Image | Plot, thumb_width: int, alt: str, images_dir: Path,
+          manifest: dict) -> dict:
+    """A thumbnail linking to its full image; both recorded in the manifest."""
+    prov, full = _image_info(images_dir, item.file)
+    thumb_prov, thumb = _image_info(images_dir, item.thumb_file(thumb_width))
+    for file, p in ((item.file, prov), (item.thumb_file(thumb_width), thumb_prov)):
+        manifest[file] = {**p, "sha256": sha256_file(images_dir / file)}
+    return {"full": item.file, "thumb": item.thumb_file(thumb_width), "w": full["w"],
+            "h": full["h"], "tw": thumb["w"], "th": thumb["h"], "title": describe(prov),
+            "alt": alt, "generation": getattr(getattr(item, "gen", None), "id", None)}
+
+
+def _alt(g, decoder: str) -> str:
+    return (f"{g.prompt}, seed {g.seed}, {g.width}×{g.height}, attention {g.attention}, "
+            f"{DECODER_LABELS[decoder]} decode")
+
+
 def figure_data(fig: Figure, spec: Spec, images_dir: Path, train_size: int,
                 manifest: dict) -> dict:
-    columns = [{"heading": f"{g.width}×{g.height}" if fig.headings == "size" else "",
-                "marked": fig.headings == "size" and g.width == g.height == train_size}
-               for g in fig.cells]
-    rows = []
-    for row in fig.rows:
-        cells = []
-        for g in fig.cells:
-            im = Image(g, row.decoder, row.overlay)
-            prov, full = _image_info(images_dir, im.file)
-            thumb_prov, thumb = _image_info(images_dir, im.thumb_file(fig.thumb))
-            for file, p in ((im.file, prov), (im.thumb_file(fig.thumb), thumb_prov)):
-                manifest[file] = {**p, "sha256": sha256_file(images_dir / file)}
-            cells.append({"full": im.file, "thumb": im.thumb_file(fig.thumb),
-                          "w": full["w"], "h": full["h"], "tw": thumb["w"], "th": thumb["h"],
-                          "title": describe(prov), "generation": g.id,
-                          "alt": f"{g.prompt}, seed {g.seed}, {g.width}×{g.height}, "
-                                 f"{DECODER_LABELS[row.decoder]} decode"})
-        rows.append({"decoder": row.decoder, "label": DECODER_LABELS[row.decoder],
-                     "toggle": row.toggle, "overlay": row.overlay, "cells": cells})
+    cell = functools.partial(_cell, thumb_width=fig.thumb, images_dir=images_dir,
+                             manifest=manifest)
+    if fig.plot:
+        columns = []
+        rows = [{"decoder": "plot", "label": "", "toggle": None, "overlay": None,
+                 "cells": [cell(Plot(fig.id), alt=f"{fig.plot} plot: {fig.caption}")]}]
+    elif fig.layout == "compare":
+        (row,) = fig.rows
+        columns = [{"heading": v, "marked": v == "usual"} for v in fig.variants]
+        rows = [{"decoder": row.decoder, "toggle": None, "overlay": None,
+                 "label": f"{gens[0].prompt} · seed {gens[0].seed}",
+                 "cells": [cell(Image(g, row.decoder), alt=_alt(g, row.decoder)) for g in gens]}
+                for gens in fig.compare_rows()]
+    else:
+        columns = [{"heading": f"{g.width}×{g.height}" if fig.headings == "size" else "",
+                    "marked": fig.headings == "size" and g.width == g.height == train_size}
+                   for g in fig.cells]
+        rows = [{"decoder": row.decoder, "label": DECODER_LABELS[row.decoder],
+                 "toggle": row.toggle, "overlay": row.overlay,
+                 "cells": [cell(Image(g, row.decoder, row.overlay), alt=_alt(g, row.decoder))
+                           for g in fig.cells]}
+                for row in fig.rows]
     provenance = [{"generation": g.id, "prompt": g.prompt, "seed": g.seed,
-                   "size": f"{g.width}×{g.height}", "attention": g.attention} for g in fig.cells]
+                   "size": f"{g.width}×{g.height}", "attention": g.attention}
+                  for g in (spec.probe_generations() if fig.plot else fig.cells)
+                  if not fig.plot or ((g.width, g.height) in fig.sizes
+                                      and g.attention in fig.variants)]
     return {"id": fig.id, "section": fig.section, "caption": fig.caption, "layout": fig.layout,
             "toggle": fig.toggle, "thumb": fig.thumb, "columns": columns, "rows": rows,
-            "provenance": provenance}
+            "provenance": provenance, "plot": fig.plot,
+            "probe": {**spec.probe_config(), "seeds": spec.probe["seeds"]} if fig.plot else None}
+
+
+def probe_summary(spec: Spec, probe_dir: str | Path) -> dict | None:
+    """Mean entropy and total weight per size, variant and UNet level ("first" = the highest-
+    resolution level with self-attention), for numbers quoted in the prose."""
+    from .plots import level_means
+
+    if not spec.probe:
+        return None
+    by: dict[tuple, list] = {}
+    for g in spec.probe_generations():
+        path = Path(probe_dir) / f"{g.id}.json"
+        by.setdefault((g.width, g.attention), []).append(json.loads(path.read_text()))
+    summary: dict[str, dict] = {}
+    for (width, variant), results in sorted(by.items()):
+        cell = {}
+        for key in ("entropy", "mass"):
+            for level, value in level_means(results, key).items():
+                cell.setdefault(str(level), {})[key] = round(value, 2)
+        cell["first"] = cell[min(cell, key=int)]
+        summary.setdefault(str(width), {})[variant] = cell
+    first = next(iter(by.values()))[0]
+    return {"step": first["step"] + 1, "sigma": round(first["sigma"], 2), "summary": summary,
+            "seeds": len(spec.probe["seeds"]), "layer": first["histogram"]["layer"]}
 
 
 def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, images_dir: str,
-        out_data: str, out_manifest: str) -> None:
+        out_data: str, out_manifest: str, probe_dir: str) -> None:
     from . import spec as specmod
 
     spec = specmod.load(spec_path)
@@ -86,11 +140,21 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
                for f in spec.figures}
     sizes = sorted({(c.width, c.height) for f in spec.figures for c in f.cells})
     levels = {f"{w}x{h}": [list(s) for s in geom.level_sizes(g, w, h)] for w, h in sizes}
+    from .attention import logit_factor  # the variant's own formula (imports torch)
+
+    trained = geom.key_counts(g, g["train_size"], g["train_size"])
+    factors = {f"{w}x{h}": [{"level": lv, "n": n, "n_train": trained[lv],
+                             "factor": round(logit_factor(n, trained[lv]), 4)}
+                            for lv, n in enumerate(geom.key_counts(g, w, h))
+                            if lv in g["attention_levels"]]
+               for w, h in sizes}
     fit = read_json(approx_json)
     data = {
         "model": {"preview": info["preview"], "name": info["name"], "id": info["id"],
                   "kind": info["kind"]},
         "geometry": {**g, "levels": levels},
+        "attention": factors,
+        "probe": probe_summary(spec, probe_dir),
         "sampling": spec.sampling,
         "prompts": spec.prompts,
         "approx": {"source": class_source(approx_source, "ApproxDecoder"), "fit": fit},

@@ -20,6 +20,8 @@ def from_configs(unet: dict, vae: dict) -> dict:
     levels = len(unet["down_block_types"])
     deepest_stride = 2 ** (levels - 1)  # every down block but the last halves the resolution
     self_attn_levels = [i for i, b in enumerate(unet["down_block_types"]) if "Attn" in b]
+    if "Attn" in (unet.get("mid_block_type") or "UNetMidBlock2DCrossAttn"):  # diffusers' default
+        self_attn_levels.append(levels - 1)
     return {
         "vae_factor": vae_factor,
         "latent_channels": unet["in_channels"],
@@ -50,3 +52,8 @@ def level_sizes(geom: dict, width: int, height: int) -> list[tuple[int, int]]:
         w, h = _conv_out(w), _conv_out(h)
         out.append((w, h))
     return out
+
+
+def key_counts(geom: dict, width: int, height: int) -> list[int]:
+    """Self-attention key count (tokens) at each UNet level for an image of this size."""
+    return [w * h for w, h in level_sizes(geom, width, height)]

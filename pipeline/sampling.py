@@ -69,13 +69,14 @@ def initial_noise(gen, geometry: dict) -> torch.Tensor:
     return torch.randn((geometry["latent_channels"], gen.height // f, gen.width // f), generator=g)
 
 
-@torch.no_grad()
-def sample(comps, spec, gens: list) -> torch.Tensor:
-    """Sample a batch of generations of one size and one attention variant; fp32 latents [B,4,h,w]."""
+def prepare(comps, spec, gens: list, probe=None):
+    """Everything a sampler needs for a batch of one size and one attention variant:
+    (denoise, x at sigma_max, sigmas). The variant (and an optional probe) is installed here."""
     assert len({(g.width, g.height, g.attention) for g in gens}) == 1, "one size/variant a batch"
     s = spec.sampling
     geometry = comps.info["geometry"]
-    attention.apply(comps.unet, gens[0], geometry)
+    g0 = gens[0]
+    attention.install(comps.unet, g0.attention, geometry, g0.width, g0.height, probe)
     sigmas = schedule.SCHEDULES[s["schedule"]](s["steps"], s["sigma_min"], s["sigma_max"],
                                                s["rho"]).to(comps.device)
     texts = sorted({spec.prompts[g.prompt] for g in gens} | {s["negative_prompt"]})
@@ -83,8 +84,14 @@ def sample(comps, spec, gens: list) -> torch.Tensor:
     cond = torch.stack([embedded[spec.prompts[g.prompt]] for g in gens])
     uncond = embedded[s["negative_prompt"]].expand_as(cond)
     x = torch.stack([initial_noise(g, geometry) for g in gens]).to(comps.device) * sigmas[0]
-    denoise = cfg_denoiser(comps, cond, uncond, s["guidance"])
-    return SAMPLERS[s["sampler"]](denoise, x, sigmas).float().cpu()
+    return cfg_denoiser(comps, cond, uncond, s["guidance"]), x, sigmas
+
+
+@torch.no_grad()
+def sample(comps, spec, gens: list) -> torch.Tensor:
+    """Sample a batch of generations of one size and one attention variant; fp32 latents [B,4,h,w]."""
+    denoise, x, sigmas = prepare(comps, spec, gens)
+    return SAMPLERS[spec.sampling["sampler"]](denoise, x, sigmas).float().cpu()
 
 
 # --- the `sample:<size>` task ------------------------------------------------------------------
@@ -133,6 +140,16 @@ def batch_size(comps, batch: str, gens: list) -> int:
     return 8 if comps.device.startswith("cuda") else 1
 
 
+def batches(gens: list, n: int):
+    """Chunks of at most n generations that share a size and an attention variant."""
+    groups: dict[tuple, list] = {}
+    for g in gens:
+        groups.setdefault((g.size_key, g.attention), []).append(g)
+    for group in groups.values():
+        for i in range(0, len(group), n):
+            yield group[i:i + n]
+
+
 def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: str,
         batch: str = "auto") -> None:
     from pathlib import Path
@@ -153,21 +170,15 @@ def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: st
         key = cache_key(provenance(spec, g, comps))
         if not (path.exists() and safetensors_metadata(path).get("key") == key):
             todo.append(g)
-    n = batch_size(comps, batch, todo)
-    groups: dict[str, list] = {}
-    for g in todo:
-        groups.setdefault(g.attention, []).append(g)
-    for variant_gens in groups.values():
-        for i in range(0, len(variant_gens), n):
-            chunk = variant_gens[i:i + n]
-            latents = sample(comps, spec, chunk)
-            for g, z in zip(chunk, latents):
-                prov = provenance(spec, g, comps)
-                key = cache_key(prov)  # what the latents depend on; the batch is only recorded
-                prov["batch"] = [c.id for c in chunk]
-                meta = {"key": key, "provenance": json.dumps(prov, sort_keys=True)}
-                atomic_write(out / f"{g.id}.safetensors", safetensors_bytes({"latents": z}, meta))
-            print(f"sampled {', '.join(c.id for c in chunk)}")
+    for chunk in batches(todo, batch_size(comps, batch, todo)):
+        latents = sample(comps, spec, chunk)
+        for g, z in zip(chunk, latents):
+            prov = provenance(spec, g, comps)
+            key = cache_key(prov)  # what the latents depend on; the batch is only recorded
+            prov["batch"] = [c.id for c in chunk]
+            meta = {"key": key, "provenance": json.dumps(prov, sort_keys=True)}
+            atomic_write(out / f"{g.id}.safetensors", safetensors_bytes({"latents": z}, meta))
+        print(f"sampled {', '.join(c.id for c in chunk)}")
 
 
 def load_latents(path) -> tuple[torch.Tensor, dict]:

@@ -4,7 +4,9 @@ Pure Python, no torch: dodo.py imports this at load time, and `doit list` must s
 
 A Generation is one denoising run (prompt, seed, size, attention). An Image is one decode of a
 generation (decoder, optional overlay). A Figure lays images out in rows (one per decoder) and
-columns (one per cell). Every file name in the pipeline is derived here, once.
+columns (one per cell); a "compare" figure puts each cell's attention variants side by side; a
+plot figure shows one plot of the attention statistics that [probe] measures. Every file name in
+the pipeline is derived here, once.
 """
 from __future__ import annotations
 
@@ -18,20 +20,23 @@ from pathlib import Path
 # tests/test_spec.py checks that they agree.
 DECODERS = ("vae", "approx")
 OVERLAYS = ("kernel_footprint",)
-ATTENTION = ("usual",)
-LAYOUTS = ("grid", "table")
+ATTENTION = ("usual", "logit-scale", "topk-denominator", "topk-mask")
+LAYOUTS = ("grid", "table", "compare", "plot")
+PLOTS = ("entropy", "logprob")
 SAMPLERS = ("dpmpp_2m",)
 SCHEDULES = ("karras",)
 
 MIN_SIZE, MAX_SIZE = 64, 4096
 
 _FIGURE_KEYS = {"id", "section", "caption", "cells", "cells_from", "rows", "toggle", "headings",
-                "thumb", "layout", "prompt", "size", "attention", "seed"}
+                "thumb", "layout", "prompt", "size", "attention", "seed", "plot", "sizes",
+                "variants"}
 _CELL_KEYS = {"prompt", "seed", "size", "attention"}
 _ROW_KEYS = {"decoder", "overlay", "toggle"}
 _SAMPLING_KEYS = {"steps", "sampler", "schedule", "sigma_max", "sigma_min", "rho", "guidance",
                   "negative_prompt"}
 _APPROX_KEYS = {"hidden", "epochs", "lr", "seed", "size", "train", "heldout"}
+_PROBE_KEYS = {"step", "prompt", "seeds", "sizes", "variants", "layer", "bins", "log_min"}
 
 
 class SpecError(ValueError):
@@ -76,6 +81,23 @@ class Image:
 
 
 @dataclass(frozen=True)
+class Plot:
+    """A plot of the attention statistics (the probe stage's output)."""
+    figure: str
+
+    @property
+    def name(self) -> str:
+        return f"plot.{self.figure}"
+
+    @property
+    def file(self) -> str:
+        return f"{self.name}.png"
+
+    def thumb_file(self, width: int) -> str:
+        return f"{self.name}.w{width}.png"
+
+
+@dataclass(frozen=True)
 class Row:
     decoder: str
     overlay: str | None = None
@@ -93,11 +115,23 @@ class Figure:
     toggle: str | None = None
     headings: str | None = None
     thumb: int = 75
+    variants: tuple[str, ...] = ()   # "compare" and "plot": the attention variants shown
+    plot: str | None = None          # "plot": which plot of the probe statistics
+    sizes: tuple[tuple[int, int], ...] = ()  # "plot": the image sizes it shows
 
     def images(self):
         for row in self.rows:
             for gen in self.cells:
                 yield Image(gen, row.decoder, row.overlay)
+
+    def files(self) -> list:
+        """Everything this figure shows, as Image or Plot (each knows its file names)."""
+        return [Plot(self.id)] if self.plot else list(self.images())
+
+    def compare_rows(self) -> list[list[Generation]]:
+        """"compare" layout: one row per base cell, one column per variant."""
+        k = len(self.variants)
+        return [list(self.cells[i:i + k]) for i in range(0, len(self.cells), k)]
 
 
 @dataclass
@@ -109,6 +143,7 @@ class Spec:
     figures: list[Figure]
     approx_train: list[Generation] = field(default_factory=list)
     approx_heldout: list[Generation] = field(default_factory=list)
+    probe: dict | None = None
 
     # --- derived views -------------------------------------------------------------------------
     def figure(self, fid: str) -> Figure:
@@ -138,9 +173,31 @@ class Spec:
         plain = {Image(im.gen, im.decoder).name: Image(im.gen, im.decoder) for im in self.images()}
         return [plain[k] for k in sorted(plain)]
 
-    def thumbs(self) -> list[tuple[Image, int]]:
-        pairs = {(im.thumb_file(f.thumb)): (im, f.thumb) for f in self.figures for im in f.images()}
+    def thumbs(self) -> list[tuple[Image | Plot, int]]:
+        pairs = {(im.thumb_file(f.thumb)): (im, f.thumb) for f in self.figures for im in f.files()}
         return [pairs[k] for k in sorted(pairs)]
+
+    def plots(self) -> list[Figure]:
+        return [f for f in self.figures if f.plot]
+
+    def probe_generations(self) -> list[Generation]:
+        """What the probe stage samples (to its step only): every size x variant x seed."""
+        p = self.probe
+        if not p:
+            return []
+        return sorted(Generation(p["prompt"], seed, w, h, v) for w, h in p["sizes"]
+                      for v in p["variants"] for seed in p["seeds"])
+
+    def probe_by_size(self) -> dict[str, list[Generation]]:
+        out: dict[str, list[Generation]] = {}
+        for g in self.probe_generations():
+            out.setdefault(g.size_key, []).append(g)
+        return out
+
+    def probe_config(self) -> dict:
+        """What the probe statistics depend on besides each generation's recipe."""
+        return {k: v for k, v in (self.probe or {}).items()
+                if k in ("step", "layer", "bins", "log_min")}
 
     def by_size(self) -> dict[str, list[Generation]]:
         out: dict[str, list[Generation]] = {}
@@ -211,11 +268,91 @@ def _generation(where: str, cell: dict, defaults: dict, prompts: dict) -> Genera
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise SpecError(f"{where}: seed {seed!r} must be an integer in 0..2^63-1")
     attention = merged.get("attention", "usual")
-    if attention not in ATTENTION:
+    if not isinstance(attention, str) or attention not in ATTENTION:
         raise SpecError(f"{where}: unknown attention variant {attention!r}; use one of "
                         f"{', '.join(ATTENTION)}")
     w, h = _size(where, merged["size"])
     return Generation(prompt, seed, w, h, attention)
+
+
+def _thumb(where: str, raw: dict) -> int:
+    thumb = raw.get("thumb", 75)
+    if not isinstance(thumb, int) or not 16 <= thumb <= 1024:
+        raise SpecError(f"{where}: thumb {thumb!r} must be a width in px between 16 and 1024")
+    return thumb
+
+
+def _caption(where: str, raw: dict) -> str:
+    if not isinstance(raw.get("caption", ""), str) or not raw.get("caption"):
+        raise SpecError(f"{where}: needs a caption")
+    return raw["caption"]
+
+
+def _variants(where: str, value, allowed=ATTENTION) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: variants must be a non-empty list of attention variants")
+    for v in value:
+        if v not in allowed:
+            raise SpecError(f"{where}: unknown attention variant {v!r}; use one of "
+                            f"{', '.join(allowed)}")
+    if len(set(value)) != len(value):
+        raise SpecError(f"{where}: a variant is listed twice")
+    return tuple(value)
+
+
+def _sizes(where: str, value, allowed=None) -> tuple[tuple[int, int], ...]:
+    if not isinstance(value, list) or not value:
+        raise SpecError(f"{where}: sizes must be a non-empty list of sizes")
+    sizes = tuple(_size(where, v) for v in value)
+    for s in sizes:
+        if allowed is not None and s not in allowed:
+            raise SpecError(f"{where}: size {s[0]}x{s[1]} is not one the [probe] measures; add "
+                            f"it to [probe] sizes")
+    return sizes
+
+
+def _probe(where: str, raw: dict, sampling: dict, prompts: dict) -> dict:
+    _unknown_keys(where, raw, _PROBE_KEYS)
+    missing = sorted(_PROBE_KEYS - set(raw))
+    if missing:
+        raise SpecError(f"{where}: missing {missing[0]!r}")
+    step = raw["step"]
+    if not isinstance(step, int) or not 0 <= step < sampling["steps"]:
+        raise SpecError(f"{where}: step {step!r} must be an integer in 0..{sampling['steps'] - 1} "
+                        f"(a model evaluation of the {sampling['steps']}-step sampler)")
+    if raw["prompt"] not in prompts:
+        raise SpecError(f"{where}: unknown prompt key {raw['prompt']!r}; known keys are "
+                        f"{', '.join(sorted(prompts))}")
+    seeds = raw["seeds"]
+    if not isinstance(seeds, list) or not seeds or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds):
+        raise SpecError(f"{where}: seeds must be a non-empty list of integers in 0..2^63-1")
+    for key in ("layer", "bins"):
+        if not isinstance(raw[key], int) or raw[key] < (0 if key == "layer" else 2):
+            raise SpecError(f"{where}: {key} must be a non-negative integer"
+                            + (" of at least 2" if key == "bins" else ""))
+    if not isinstance(raw["log_min"], (int, float)) or raw["log_min"] >= 0:
+        raise SpecError(f"{where}: log_min must be a negative number (natural log of a probability)")
+    return {**raw, "sizes": _sizes(where, raw["sizes"]),
+            "variants": _variants(where, raw["variants"])}
+
+
+def _plot_figure(where: str, raw: dict, probe: dict | None) -> Figure:
+    if raw["plot"] not in PLOTS:
+        raise SpecError(f"{where}: unknown plot {raw['plot']!r}; use one of {', '.join(PLOTS)}")
+    if probe is None:
+        raise SpecError(f"{where}: a plot figure needs a [probe] table to measure its data")
+    extra = sorted(set(raw) & {"cells", "cells_from", "rows", "layout", "prompt", "seed", "size",
+                               "attention"})
+    if extra:
+        raise SpecError(f"{where}: a plot figure takes no {extra[0]!r}; its data come from [probe]")
+    sizes = _sizes(where, raw["sizes"], probe["sizes"]) if "sizes" in raw else probe["sizes"]
+    variants = (_variants(where, raw["variants"], probe["variants"]) if "variants" in raw
+                else probe["variants"])
+    return Figure(id=raw["id"], section=int(raw.get("section", 0)), caption=_caption(where, raw),
+                  cells=(), rows=(), layout="plot", toggle=raw.get("toggle"),
+                  thumb=_thumb(where, raw), plot=raw["plot"],
+                  sizes=sizes, variants=variants)
 
 
 def parse(data: dict, path: Path) -> Spec:
@@ -246,6 +383,8 @@ def parse(data: dict, path: Path) -> Spec:
         if not key.replace("_", "").isalnum():
             raise SpecError(f"{name} [prompts]: prompt key {key!r} must be letters, digits and _")
 
+    probe = _probe(f"{name} [probe]", data["probe"], sampling, prompts) if "probe" in data else None
+
     raw_figs = data["figure"]
     by_id: dict[str, dict] = {}
     for i, raw in enumerate(raw_figs):
@@ -266,6 +405,17 @@ def parse(data: dict, path: Path) -> Spec:
         fid = raw["id"]
         where = f"{name} figure {fid!r}"
         defaults = {k: raw[k] for k in ("prompt", "size", "attention", "seed") if k in raw}
+        if "plot" in raw:
+            figures.append(_plot_figure(where, raw, probe))
+            continue
+        layout = raw.get("layout", "grid")
+        variants: tuple[str, ...] = ()
+        if layout == "compare":
+            variants = _variants(where, raw.get("variants"))
+            if "attention" in defaults:
+                raise SpecError(f"{where}: a compare figure takes its attention from `variants`")
+        elif "variants" in raw:
+            raise SpecError(f"{where}: `variants` only applies to layout = \"compare\"")
         if "cells_from" in raw:
             if "cells" in raw:
                 raise SpecError(f"{where}: give either cells or cells_from, not both")
@@ -282,7 +432,14 @@ def parse(data: dict, path: Path) -> Spec:
         cells = []
         for j, cell in enumerate(raw_cells):
             _unknown_keys(f"{where} cell {j + 1}", cell, _CELL_KEYS)
-            cells.append(_generation(f"{where} cell {j + 1}", cell, defaults, prompts))
+            if variants:
+                if "attention" in cell:
+                    raise SpecError(f"{where} cell {j + 1}: a compare figure takes its attention "
+                                    f"from `variants`, not from the cell")
+                cells += [_generation(f"{where} cell {j + 1}", {**cell, "attention": v}, defaults,
+                                      prompts) for v in variants]
+            else:
+                cells.append(_generation(f"{where} cell {j + 1}", cell, defaults, prompts))
         if len(set(cells)) != len(cells):
             raise SpecError(f"{where}: the same generation appears twice in its cells")
         rows = []
@@ -297,26 +454,25 @@ def parse(data: dict, path: Path) -> Spec:
             rows.append(Row(r["decoder"], r.get("overlay"), r.get("toggle")))
         if not rows:
             raise SpecError(f"{where}: no rows; add rows = [{{ decoder = \"vae\" }}]")
-        layout = raw.get("layout", "grid")
-        if layout not in LAYOUTS:
+        if variants and len(rows) != 1:
+            raise SpecError(f"{where}: a compare figure has exactly one row (one decoder)")
+        if layout not in LAYOUTS or layout == "plot":
             raise SpecError(f"{where}: unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
-        thumb = raw.get("thumb", 75)
-        if not isinstance(thumb, int) or not 16 <= thumb <= 1024:
-            raise SpecError(f"{where}: thumb {thumb!r} must be a width in px between 16 and 1024")
         if raw.get("headings") not in (None, "size"):
             raise SpecError(f"{where}: headings may only be \"size\"")
-        if not isinstance(raw.get("caption", ""), str) or not raw.get("caption"):
-            raise SpecError(f"{where}: needs a caption")
-        figures.append(Figure(id=fid, section=int(raw.get("section", 0)), caption=raw["caption"],
-                              cells=tuple(cells), rows=tuple(rows), layout=layout,
-                              toggle=raw.get("toggle"), headings=raw.get("headings"), thumb=thumb))
+        figures.append(Figure(id=fid, section=int(raw.get("section", 0)),
+                              caption=_caption(where, raw), cells=tuple(cells), rows=tuple(rows),
+                              layout=layout, toggle=raw.get("toggle"),
+                              headings=raw.get("headings"), thumb=_thumb(where, raw),
+                              variants=variants))
 
     approx = data["approx_decoder"]
     _unknown_keys(f"{name} [approx_decoder]", approx, _APPROX_KEYS)
     missing = sorted(_APPROX_KEYS - set(approx))
     if missing:
         raise SpecError(f"{name} [approx_decoder]: missing {missing[0]!r}")
-    spec = Spec(path=path, sampling=sampling, prompts=prompts, approx=approx, figures=figures)
+    spec = Spec(path=path, sampling=sampling, prompts=prompts, approx=approx, figures=figures,
+                probe=probe)
     article_seeds = {g.seed for g in spec.article_generations()}
     for part in ("train", "heldout"):
         gens = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import math
 import re
 import subprocess
 import tomllib
@@ -34,8 +35,11 @@ def test_every_figure_of_the_spec_is_on_the_page(project):
     for fig in spec.figures:
         block = figure_html(text, fig.id)
         imgs = re.findall(r"<img ", block)
-        assert len(imgs) == len(fig.rows) * len(fig.cells), fig.id
-        for g in fig.cells:
+        assert len(imgs) == len(fig.files()), fig.id
+        shown = fig.cells or [g for g in spec.probe_generations()
+                              if (g.width, g.height) in fig.sizes and g.attention in fig.variants]
+        assert shown, fig.id
+        for g in shown:
             assert g.id in block
 
 
@@ -68,7 +72,7 @@ def test_thumbnails_are_real_downscaled_files_linking_to_full_images(project):
         block = figure_html(text, fig.id)
         links = re.findall(r'<a class="thumb" href="([^"]+)"[^>]*><img src="([^"]+)" '
                            r'width="(\d+)" height="(\d+)"', block)
-        assert len(links) == len(fig.rows) * len(fig.cells)
+        assert len(links) == len(fig.files())
         for full, thumb, w, h in links:
             assert full != thumb
             with Image.open(project / "public" / full.lstrip("/")) as im_full, \
@@ -89,13 +93,15 @@ def test_images_have_the_size_of_their_generation_and_decoder(project):
 def test_manifest_records_what_made_each_image(project):
     manifest = json.loads((project / "static/images/manifest.json").read_text())
     spec = specmod.load(project / "figures.toml")
-    names = {im.file for im in spec.images()} | {im.thumb_file(w) for im, w in spec.thumbs()}
+    names = ({im.file for f in spec.figures for im in f.files()}
+             | {im.thumb_file(w) for im, w in spec.thumbs()})
     assert set(manifest["images"]) == names
     for name, rec in manifest["images"].items():
         data = (project / "static/images" / name).read_bytes()
         assert rec["sha256"] == hashlib.sha256(data).hexdigest()
-        for key in ("prompt_key", "seed", "width", "height", "steps", "sampler", "guidance",
-                    "attention", "decoder", "model", "device", "batch"):
+        keys = (("plot", "figure", "inputs", "probe") if name.startswith("plot.") else
+                ("seed", "width", "height", "attention", "decoder", "batch"))
+        for key in keys + ("prompt_key", "steps", "sampler", "guidance", "model", "device"):
             assert key in rec, (name, key)
         assert rec["steps"] == 22 and rec["sampler"] == "dpmpp_2m" and rec["guidance"] == 7.5
     overlay = [r for n, r in manifest["images"].items() if n.endswith("kernel_footprint.png")]
@@ -233,3 +239,86 @@ def test_missing_model_directory(scratch):
     line = _fails_cleanly(scratch, "model=/data/models/sd15", expect="model directory "
                           "/data/models/sd15 does not exist")
     assert "model=<hub id>" in line
+
+
+def test_compare_figures_put_each_variant_beside_the_usual_attention(project):
+    spec = specmod.load(project / "figures.toml")
+    text = page(project)
+    compares = [f for f in spec.figures if f.layout == "compare"]
+    assert {(f.cells[0].width, f.variants) for f in compares} == {
+        (768, ("usual", "logit-scale", "topk-denominator", "topk-mask")),
+        (256, ("usual", "logit-scale")), (200, ("usual", "logit-scale"))}
+    for fig in compares:
+        block = figure_html(text, fig.id)
+        heads = re.findall(r'<th scope="col" data-variant="([^"]+)"', block)
+        assert heads == list(fig.variants)
+        rows = re.findall(r"<tr data-decoder=.*?</tr>", block, re.S)
+        assert len(rows) == len(fig.compare_rows())
+        for row, gens in zip(rows, fig.compare_rows()):
+            assert len({(g.prompt, g.seed) for g in gens}) == 1  # one seed per row
+            titles = re.findall(r'title="([^"]+)"', row)
+            assert [re.search(r"attention (\S+)", t).group(1) for t in titles] == list(fig.variants)
+    # the usual column is the very generation the symptom grids show: sampled once
+    assert spec.figure("fixes-768").cells[0] in spec.figure("symptoms-768").cells
+
+
+def test_logit_scale_factors_on_the_page_are_the_closed_form(project):
+    import math
+
+    table = re.search(r'<table class="factors".*?</table>', page(project), re.S).group(0)
+    # the preview UNet has self-attention at levels 1-3: 32², 16², 8² keys at 512²
+    for n_train in (1024, 256, 64):
+        side = math.isqrt(n_train)
+        for size in (256, 768):
+            n = (side * size // 512) ** 2
+            assert f"{math.sqrt(math.log(n) / math.log(n_train)):.4f}" in table
+
+
+def probe_results(project, size, variant):
+    spec = specmod.load(project / "figures.toml")
+    return [json.loads((project / "build/probe" / f"{g.id}.json").read_text())
+            for g in spec.probe_generations() if g.width == size and g.attention == variant]
+
+
+def test_probe_statistics_obey_the_algebra(project):
+    usual, denom, mask = (probe_results(project, 768, v)
+                          for v in ("usual", "topk-denominator", "topk-mask"))
+    assert usual and len(usual) == len(denom) == len(mask)
+    for u, d, m in zip(usual, denom, mask):
+        assert u["step"] == 5 and u["sigma"] == d["sigma"]
+        for lu, ld, lm in zip(u["layers"], d["layers"], m["layers"]):
+            assert lu["name"] == ld["name"] == lm["name"] and lu["n"] > lu["n_train"]
+            # the top-k denominator rescales each row: same entropy, more total weight
+            assert ld["entropy"] == pytest.approx(lu["entropy"], abs=2e-3)
+            assert ld["mass"] > 1.0 + 1e-3 and lu["mass"] == pytest.approx(1.0, abs=1e-4)
+            # the mask keeps at most n_train keys per query
+            assert lm["entropy"] <= math.log(lm["n_train"]) + 1e-4
+            assert lu["entropy"] <= math.log(lu["n"]) + 1e-4
+    for size in (256, 512):  # at or below the trained size the top-k rules are the softmax
+        for a, b in zip(probe_results(project, size, "usual"),
+                        probe_results(project, size, "topk-mask")):
+            assert [x["entropy"] for x in a["layers"]] == pytest.approx(
+                [x["entropy"] for x in b["layers"]], abs=1e-4)
+
+
+def test_prose_quotes_the_measured_entropy(project):
+    flat = " ".join(re.sub(r"<[^>]+>", "", page(project)).split())
+    m = re.search(r"mean entropy is ([\d.]+) nats at 512×512, ([\d.]+) at 768×768 and ([\d.]+) "
+                  r"at 256×256", flat)
+    assert m, "the entropy sentence is missing"
+    at512, at768, at256 = map(float, m.groups())
+    assert at256 < at512 < at768  # more keys, flatter attention
+    data = json.loads((project / "build/data/article.json").read_text())
+    assert at768 == data["probe"]["summary"]["768"]["usual"]["first"]["entropy"]
+
+
+def test_plots_are_images_with_provenance(project):
+    from PIL import Image
+
+    spec = specmod.load(project / "figures.toml")
+    for fig in spec.plots():
+        with Image.open(project / "static/images" / specmod.Plot(fig.id).file) as im:
+            prov = json.loads(im.info["provenance"])
+            assert im.width >= 1000 and im.height >= 500
+        assert prov["plot"] == fig.plot and prov["probe"]["step"] == 5
+        assert len(prov["inputs"]) == len(fig.sizes) * len(fig.variants) * len(spec.probe["seeds"])

@@ -18,7 +18,8 @@ def test_default_spec_matches_the_article():
     spec = specmod.load(SPEC)
     ids = [f.id for f in spec.figures]
     assert ids == ["hero", "symptoms-768", "baseline-512", "symptoms-256", "decoders-768",
-                   "decoders-256", "kernel-footprint"]
+                   "decoders-256", "kernel-footprint", "fixes-768", "fixes-256", "fixes-200",
+                   "attention-entropy", "attention-logprob"]
     hero = spec.figure("hero")
     assert [(g.width, g.prompt, g.seed) for g in hero.cells] == [
         (s, "miko", 715317074) for s in (200, 256, 512, 768)]
@@ -37,7 +38,7 @@ def test_shared_generations_are_sampled_once():
     # hero 768 = symptoms-768's last cell = the overlay's 768 cell: one generation
     g = specmod.Generation("miko", 715317074, 768, 768)
     users = [f.id for f in spec.figures if g in f.cells]
-    assert users == ["hero", "symptoms-768", "decoders-768", "kernel-footprint"]
+    assert users == ["hero", "symptoms-768", "decoders-768", "kernel-footprint", "fixes-768"]
     assert sum(1 for x in spec.all_generations() if x == g) == 1
     # the VAE and approx rows of one latent are two decodes of one generation
     decodes = [d for d in spec.decodes() if d.gen == g]
@@ -118,3 +119,45 @@ def test_stage_registries_match_the_spec_vocabulary():
     assert set(attention.VARIANTS) == set(specmod.ATTENTION)
     assert set(sampling.SAMPLERS) == set(specmod.SAMPLERS)
     assert set(schedule.SCHEDULES) == set(specmod.SCHEDULES)
+
+
+def test_plot_registry_matches_the_spec_vocabulary():
+    from pipeline import plots
+
+    assert set(plots.PLOTS) == set(specmod.PLOTS)
+
+
+def test_compare_figures_expand_each_cell_across_the_variants():
+    spec = specmod.load(SPEC)
+    fig = spec.figure("fixes-768")
+    rows = fig.compare_rows()
+    assert [[g.attention for g in row] for row in rows] == [list(fig.variants)] * len(rows)
+    assert all(len({(g.prompt, g.seed, g.width) for g in row}) == 1 for row in rows)
+    # every probed (size, variant, seed) is one generation, stopped at the probe step
+    assert len(spec.probe_generations()) == (len(spec.probe["sizes"]) * len(spec.probe["variants"])
+                                             * len(spec.probe["seeds"]))
+
+
+def test_bad_variant_and_probe_input_is_named():
+    data = raw()
+    fig = next(f for f in data["figure"] if f.get("layout") == "compare")
+    fig["variants"] = ["usual", "top-k"]
+    with pytest.raises(SpecError, match=r"unknown attention variant 'top-k'; use one of usual"):
+        _parse(data)
+    data = raw()
+    data["probe"]["step"] = 22
+    with pytest.raises(SpecError, match=r"step 22 must be an integer in 0..21"):
+        _parse(data)
+    data = raw()
+    plot = next(f for f in data["figure"] if f.get("plot") == "logprob")
+    plot["sizes"] = [1024]
+    with pytest.raises(SpecError, match=r"size 1024x1024 is not one the \[probe\] measures"):
+        _parse(data)
+    data = raw()
+    del data["probe"]
+    with pytest.raises(SpecError, match=r"needs a \[probe\] table"):
+        _parse(data)
+    data = raw()
+    data["figure"][0]["variants"] = ["usual"]
+    with pytest.raises(SpecError, match=r"only applies to layout = \"compare\""):
+        _parse(data)

@@ -1,0 +1,63 @@
+"""What each attention variant costs relative to the usual attention (not a test; prints figures).
+
+    python benchmarks/attention_variants.py                       # CPU, the preview model
+    python benchmarks/attention_variants.py --shape sd15 --device cuda --batch 8
+
+Times one UNet forward on the CFG pair of `--batch` images at `--size` (768 by default) under
+each variant, after a warm-up, side by side in one process, and prints seconds per forward, the
+ratio to `usual`, and (on a GPU) peak memory. With the probe off, `usual` and `logit-scale` run
+the fused kernel; the top-k variants run the blocked explicit path (pipeline/attention.py).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from common import build_and_load, sync
+
+from pipeline import attention
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="preview", choices=["preview", "sd15"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--size", type=int, default=768)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    comps, _, _ = build_and_load(args.shape, args.device)
+    g = comps.info["geometry"]
+    dev, dt = comps.device, comps.dtype
+    gen = torch.Generator("cpu").manual_seed(0)
+    side = args.size // g["vae_factor"]
+    x = torch.randn(2 * args.batch, g["latent_channels"], side, side, generator=gen).to(dev, dt)
+    ctx = torch.randn(2 * args.batch, 77, g["cross_attention_dim"], generator=gen).to(dev, dt)
+    t = torch.full((2 * args.batch,), 500, device=dev)
+    name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu"
+    print(f"# {args.shape} UNet on {name} ({str(dt).removeprefix('torch.')}), "
+          f"{args.size}x{args.size}, CFG pair of {args.batch}, torch {torch.__version__}, "
+          f"query-block budget {attention.BUDGET_BYTES >> 20} MiB")
+    print(f"{'variant':18s} {'s/forward':>10s} {'vs usual':>9s} {'peak GiB':>9s}")
+    base = None
+    for variant in attention.VARIANTS:
+        attention.install(comps.unet, variant, g, args.size, args.size)
+        with torch.no_grad():
+            comps.unet(x, t, encoder_hidden_states=ctx)  # warm-up
+            if dev.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            sync(dev)
+            start = time.perf_counter()
+            for _ in range(args.repeats):
+                comps.unet(x, t, encoder_hidden_states=ctx)
+            sync(dev)
+        sec = (time.perf_counter() - start) / args.repeats
+        base = base or sec
+        peak = torch.cuda.max_memory_allocated() / 2**30 if dev.startswith("cuda") else float("nan")
+        print(f"{variant:18s} {sec:10.4f} {sec / base:8.2f}x {peak:9.2f}")
+    attention.install(comps.unet, "usual", g, args.size, args.size)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Plots of the attention statistics the probe stage measured (section 6).
+
+Each plot shares the signature `plot(fig, stats) -> matplotlib Figure`, where `fig` is the
+spec's Figure (its sizes and variants) and `stats` maps (size, variant) to the list of probe
+results for that cell, one per seed. Rendering is Agg with matplotlib's bundled font and no
+timestamps, so the same statistics give the same PNG bytes.
+"""
+from __future__ import annotations
+
+import math
+
+STYLE = {  # colour, marker, line style: lines that coincide (top-k at n <= n_train) stay visible
+    "usual": ("#222222", "o", "-"),
+    "logit-scale": ("#d62728", "s", "-"),
+    "topk-denominator": ("#1f77b4", "^", "--"),
+    "topk-mask": ("#2ca02c", "v", ":"),
+}
+SIZE_COLOURS = ["#9467bd", "#1f77b4", "#222222", "#ff7f0e", "#d62728", "#8c564b"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "legend.fontsize": 8,
+                         "svg.hashsalt": "article", "figure.dpi": 100})
+    return plt
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def level_means(results: list[dict], key: str) -> dict[int, float]:
+    """Mean of `key` over the layers at each level, then over seeds."""
+    per_level: dict[int, list[float]] = {}
+    for r in results:
+        by_level: dict[int, list[float]] = {}
+        for layer in r["layers"]:
+            by_level.setdefault(layer["level"], []).append(layer[key])
+        for level, vals in by_level.items():
+            per_level.setdefault(level, []).append(_mean(vals))
+    return {level: _mean(v) for level, v in per_level.items()}
+
+
+def entropy(fig, stats: dict):
+    """Mean self-attention entropy (top row) and mean total attention weight (bottom row) per
+    UNet level against image size, one line per variant."""
+    plt = _pyplot()
+    first = next(iter(stats.values()))[0]
+    levels = sorted({layer["level"] for layer in first["layers"]})
+    n_train = {layer["level"]: layer["n_train"] for layer in first["layers"]}
+    out, axes = plt.subplots(2, len(levels), figsize=(3.1 * len(levels), 5.4), squeeze=False,
+                             sharex=True)
+    xs = [w for w, _ in fig.sizes]
+    for col, level in enumerate(levels):
+        for variant in fig.variants:
+            colour, marker, style = STYLE[variant]
+            for row, key in enumerate(("entropy", "mass")):
+                ys = [level_means(stats[(size, variant)], key)[level] for size in fig.sizes]
+                axes[row][col].plot(xs, ys, color=colour, marker=marker, linestyle=style,
+                                    label=variant, markersize=4, linewidth=1.4)
+        top = axes[0][col]
+        top.set_title(f"UNet level {level} ({n_train[level]} keys at the trained size)")
+        axes[0][col].set_ylabel("mean entropy (nats)" if col == 0 else "")
+        axes[1][col].set_ylabel("mean total weight" if col == 0 else "")
+        axes[1][col].set_xlabel("image side (px)")
+        axes[1][col].set_xticks(xs)
+        for row in (0, 1):
+            axes[row][col].grid(True, alpha=0.3)
+            axes[row][col].axvline(first["train_size"], color="#999999", linewidth=0.8,
+                                   linestyle="--")
+    axes[0][0].legend(title="attention", loc="best")
+    step, sigma = first["step"], first["sigma"]
+    out.suptitle(f"Self-attention at sampling step {step + 1} of {first['provenance']['steps']} "
+                 f"(σ = {sigma:.2f}), mean over layers and seeds; dashed: trained size")
+    out.tight_layout()
+    return out
+
+
+def logprob(fig, stats: dict):
+    """Histogram of log attention probabilities in one early self-attention layer, one panel
+    per variant, one line per size; the dotted verticals mark uniform attention, log(1/n)."""
+    plt = _pyplot()
+    first = next(iter(stats.values()))[0]
+    hist = first["histogram"]
+    out, axes = plt.subplots(1, len(fig.variants), figsize=(4.2 * len(fig.variants), 3.6),
+                             squeeze=False, sharey=True)
+    width = -hist["log_min"] / hist["bins"]
+    centres = [hist["log_min"] + (i + 0.5) * width for i in range(hist["bins"])]
+    for col, variant in enumerate(fig.variants):
+        ax = axes[0][col]
+        for i, size in enumerate(fig.sizes):
+            results = stats[(size, variant)]
+            density = [_mean([r["histogram"]["density"][b] for r in results])
+                       for b in range(hist["bins"])]
+            colour = SIZE_COLOURS[i % len(SIZE_COLOURS)]
+            ax.step(centres, density, where="mid", color=colour, linewidth=1.3,
+                    label=f"{size[0]}×{size[1]}")
+            layer = next(x for x in results[0]["layers"] if x["name"] == hist["layer"])
+            ax.axvline(-math.log(layer["n"]), color=colour, linestyle=":", linewidth=1)
+        ax.set_yscale("log")
+        ax.set_title(f"attention: {variant}")
+        ax.set_xlabel("log attention probability (natural log)")
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("fraction of weights")
+    axes[0][0].legend(title="image size", loc="upper left")
+    out.suptitle(f"Layer {hist['layer']} at sampling step {first['step'] + 1} "
+                 f"(σ = {first['sigma']:.2f})", fontsize=8)
+    out.tight_layout()
+    return out
+
+
+PLOTS = {"entropy": entropy, "logprob": logprob}
+
+
+# --- the `plot:<figure>` task ------------------------------------------------------------------
+
+def run(spec_path: str, figure_id: str, probe_dir: str, out: str) -> None:
+    import io
+    import json
+
+    from PIL import Image
+
+    from . import probe, spec as specmod
+    from .files import write_png
+
+    spec = specmod.load(spec_path)
+    fig = spec.figure(figure_id)
+    stats = {}
+    for size in fig.sizes:
+        for variant in fig.variants:
+            gens = [specmod.Generation(spec.probe["prompt"], seed, *size, variant)
+                    for seed in spec.probe["seeds"]]
+            stats[(size, variant)] = [probe.load(probe_dir, g) for g in gens]
+    figure = PLOTS[fig.plot](fig, stats)
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=200, metadata={"Software": None})
+    _pyplot().close(figure)
+    first = next(iter(stats.values()))[0]["provenance"]
+    prov = {"plot": fig.plot, "figure": fig.id, "probe": spec.probe_config(),
+            "inputs": sorted(r["provenance"]["generation"] for rs in stats.values() for r in rs),
+            **{k: first[k] for k in ("prompt_key", "prompt", "steps", "sampler", "schedule",
+                                     "guidance", "model", "model_preview", "device", "dtype",
+                                     "torch", "diffusers")}}
+    with Image.open(buf) as img:
+        img.load()
+        write_png(out, img.convert("RGB"), {"provenance": json.dumps(prov, sort_keys=True)})
