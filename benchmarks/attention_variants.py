@@ -54,8 +54,9 @@ def main() -> None:
             sync(dev)
         sec = (time.perf_counter() - start) / args.repeats
         base = base or sec
-        peak = torch.cuda.max_memory_allocated() / 2**30 if dev.startswith("cuda") else float("nan")
-        print(f"{variant:18s} {sec:10.4f} {sec / base:8.2f}x {peak:9.2f}")
+        peak = (f"{torch.cuda.max_memory_allocated() / 2**30:9.2f}" if dev.startswith("cuda")
+                else f"{'-':>9s}")
+        print(f"{variant:18s} {sec:10.4f} {sec / base:8.2f}x {peak}")
     attention.install(comps.unet, "usual", g, args.size, args.size)
 
 

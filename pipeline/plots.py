@@ -74,8 +74,9 @@ def entropy(fig, stats: dict):
                                    linestyle="--")
     axes[0][0].legend(title="attention", loc="best")
     step, sigma = first["step"], first["sigma"]
+    seeds = len(next(iter(stats.values())))
     out.suptitle(f"Self-attention at sampling step {step + 1} of {first['provenance']['steps']} "
-                 f"(σ = {sigma:.2f}), mean over layers and seeds; dashed: trained size")
+                 f"(σ = {sigma:.2f}), mean over layers and {seeds} seed(s); dashed: trained size")
     out.tight_layout()
     return out
 

@@ -40,22 +40,28 @@ SAMPLERS = {"dpmpp_2m": sample_dpmpp_2m}
 
 @torch.no_grad()
 def encode_prompts(comps, texts: list[str]) -> torch.Tensor:
-    """CLIP hidden states for each text (padded to 77 tokens), in the UNet's dtype."""
-    tok = comps.tokenizer(texts, padding="max_length", max_length=comps.tokenizer.model_max_length,
-                          truncation=True, return_tensors="pt")
-    return comps.text_encoder(tok.input_ids.to(comps.device))[0]
+    """CLIP hidden states for each text (padded to 77 tokens), in the UNet's dtype. Each text is
+    encoded once per loaded model, however many batches use it."""
+    cache = comps.__dict__.setdefault("_text_cache", {})
+    new = [t for t in dict.fromkeys(texts) if t not in cache]
+    if new:
+        tok = comps.tokenizer(new, padding="max_length", truncation=True, return_tensors="pt",
+                              max_length=comps.tokenizer.model_max_length)
+        cache.update(zip(new, comps.text_encoder(tok.input_ids.to(comps.device))[0]))
+    return torch.stack([cache[t] for t in texts])
 
 
 def cfg_denoiser(comps, cond: torch.Tensor, uncond: torch.Tensor, guidance: float):
     """Wrap the eps-predicting UNet as a denoiser D(x, sigma) with classifier-free guidance."""
-    log_sigmas = schedule.training_sigmas(comps.scheduler_config).log().to(comps.device)
+    # sigmas stay on the CPU: the step arithmetic and the timestep lookup never wait on the GPU
+    log_sigmas = schedule.training_sigmas(comps.scheduler_config).log()
     context = torch.cat([uncond, cond])
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         c_in = 1 / (sigma ** 2 + 1).sqrt()
         t = schedule.sigma_to_t(sigma, log_sigmas)
-        inp = torch.cat([x, x]) * c_in
-        eps = comps.unet(inp.to(comps.dtype), t, encoder_hidden_states=context).sample.float()
+        inp = (torch.cat([x, x]) * c_in).to(comps.dtype, memory_format=comps.memory_format)
+        eps = comps.unet(inp, t.to(comps.device), encoder_hidden_states=context).sample.float()
         eps_uncond, eps_cond = eps.chunk(2)
         eps = eps_uncond + guidance * (eps_cond - eps_uncond)
         return x - sigma * eps
@@ -78,7 +84,7 @@ def prepare(comps, spec, gens: list, probe=None):
     g0 = gens[0]
     attention.install(comps.unet, g0.attention, geometry, g0.width, g0.height, probe)
     sigmas = schedule.SCHEDULES[s["schedule"]](s["steps"], s["sigma_min"], s["sigma_max"],
-                                               s["rho"]).to(comps.device)
+                                               s["rho"])  # on the CPU, see cfg_denoiser
     texts = sorted({spec.prompts[g.prompt] for g in gens} | {s["negative_prompt"]})
     embedded = dict(zip(texts, encode_prompts(comps, texts)))  # each prompt encoded once
     cond = torch.stack([embedded[spec.prompts[g.prompt]] for g in gens])
@@ -134,10 +140,39 @@ def cache_key(prov: dict) -> str:
 
 def batch_size(comps, batch: str, gens: list) -> int:
     """`batch=auto`: one image at a time on the CPU (so an image's bytes never depend on what
-    else needed sampling in that run; batching buys under 20% there); up to 8 on a GPU."""
+    else needed sampling in that run; batching buys under 20% there). On a GPU, as many
+    generations as fit in MEMORY_SHARE of the free memory, measured for this size."""
     if batch != "auto":
         return max(1, int(batch))
-    return 8 if comps.device.startswith("cuda") else 1
+    if not comps.device.startswith("cuda") or not gens:
+        return 1
+    per_gen = bytes_per_generation(comps, gens[0].width, gens[0].height)
+    free, _ = torch.cuda.mem_get_info(comps.device)
+    return max(1, min(len(gens), MAX_BATCH, int(free * MEMORY_SHARE // per_gen)))
+
+
+MEMORY_SHARE = 0.6  # of the free GPU memory, for one batch's activations (the VAE needs more)
+MAX_BATCH = 16      # generations per batch (32 UNet samples with the CFG pair)
+
+
+@torch.no_grad()
+def bytes_per_generation(comps, width: int, height: int) -> int:
+    """Peak extra GPU memory of one UNet forward on one CFG pair, and of one VAE decode."""
+    g = comps.info["geometry"]
+    f = g["vae_factor"]
+    x = torch.zeros(2, g["latent_channels"], height // f, width // f, device=comps.device,
+                    dtype=comps.dtype).to(memory_format=comps.memory_format)
+    ctx = torch.zeros(2, 77, g["cross_attention_dim"], device=comps.device, dtype=comps.dtype)
+    worst = 0
+    for run in (lambda: comps.unet(x, torch.tensor(500.0, device=comps.device),
+                                   encoder_hidden_states=ctx),
+                lambda: comps.vae.decode(x[:1])):
+        torch.cuda.synchronize(comps.device)
+        base = torch.cuda.memory_allocated(comps.device)
+        torch.cuda.reset_peak_memory_stats(comps.device)
+        run()
+        worst = max(worst, torch.cuda.max_memory_allocated(comps.device) - base)
+    return worst
 
 
 def batches(gens: list, n: int):

@@ -1,0 +1,198 @@
+"""The article's core workload, the plain diffusers way against this pipeline (prints figures).
+
+    python benchmarks/sd15_workload.py                                  # GPU, SD 1.5 architecture
+    python benchmarks/sd15_workload.py --shape preview --device cpu --per-size 2   # CPU harness
+
+Workload: `--per-size` generations (8 by default) at each of 256², 512², 768², 22 steps of
+DPM-Solver++ (2M) on the Karras schedule, CFG 7.5 against the empty prompt, each decoded by the
+VAE. The model is built offline with random weights (shape "sd15" is SD 1.5's exact architecture,
+so its timings are the real model's) and loaded once through pipeline.model (fp16 on CUDA).
+
+(a) plain: diffusers' StableDiffusionPipeline on the same modules, DPMSolverMultistepScheduler
+    with Karras sigmas, one image per call.
+(b) ours: pipeline.sampling.sample over batches of one size (CFG pair and seeds in one UNet
+    batch, batch size from free GPU memory), then pipeline.decode.vae on the same batches.
+
+Prints wall time per size and in total for both, the ratio a/b, the UNet FLOPs (counted with
+torch's FlopCounterMode on one forward per size), achieved TFLOP/s on (b)'s UNet work, its
+fraction of the device's dense fp16 peak, and peak memory per size; writes the same as JSON and
+CSV under benchmarks/results/.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from common import ROOT, build_and_load, sync
+
+from pipeline import decode, sampling, spec as specmod
+
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense fp16/bf16 tensor-core peak
+SEEDS = [86322125, 340323845, 436376137, 580263270, 715317074, 830333947, 1157730004,
+         1289965640, 1385218415, 1542102181, 2106704619, 1234567890]
+
+
+def peak_tflops(name: str) -> float | None:
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def workload(spec, sizes: list[int], per_size: int) -> dict[int, list]:
+    prompts = sorted(spec.prompts)
+    return {s: [specmod.Generation(prompts[i % len(prompts)], SEEDS[i % len(SEEDS)], s, s)
+                for i in range(per_size)] for s in sizes}
+
+
+def unet_flops(comps, size: int) -> float:
+    """FLOPs of one UNet forward on one sample at this size (counted, not estimated)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    g = comps.info["geometry"]
+    side = size // g["vae_factor"]
+    x = torch.zeros(1, g["latent_channels"], side, side, device=comps.device, dtype=comps.dtype)
+    ctx = torch.zeros(1, 77, g["cross_attention_dim"], device=comps.device, dtype=comps.dtype)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        comps.unet(x, torch.tensor([500.0], device=comps.device), encoder_hidden_states=ctx)
+    return float(counter.get_total_flops())
+
+
+def plain_pipeline(comps):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    scheduler = DPMSolverMultistepScheduler.from_config(
+        comps.scheduler_config, algorithm_type="dpmsolver++", solver_order=2,
+        use_karras_sigmas=True)
+    pipe = StableDiffusionPipeline(vae=comps.vae, text_encoder=comps.text_encoder,
+                                   tokenizer=comps.tokenizer, unet=comps.unet,
+                                   scheduler=scheduler, safety_checker=None,
+                                   feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(device: str) -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+
+
+def run_plain(comps, spec, jobs: dict[int, list]) -> dict:
+    pipe = plain_pipeline(comps)
+    s = spec.sampling
+    out = {}
+    pipe(spec.prompts["miko"], height=256, width=256, num_inference_steps=2,
+         guidance_scale=s["guidance"], output_type="pt")  # warm-up
+    for size, gens in jobs.items():
+        reset_peak(comps.device)
+        sync(comps.device)
+        start = time.perf_counter()
+        for g in gens:
+            pipe(spec.prompts[g.prompt], height=size, width=size,
+                 num_inference_steps=s["steps"], guidance_scale=s["guidance"],
+                 negative_prompt=s["negative_prompt"] or None, output_type="pt",
+                 generator=torch.Generator("cpu").manual_seed(g.seed))
+        sync(comps.device)
+        out[size] = {"seconds": time.perf_counter() - start, "peak_gib": peak_gib(comps.device)}
+    return out
+
+
+def run_ours(comps, spec, jobs: dict[int, list], batch: str) -> dict:
+    out = {}
+    sampling.sample(comps, spec, jobs[min(jobs)][:1])  # warm-up
+    for size, gens in jobs.items():
+        reset_peak(comps.device)
+        n = sampling.batch_size(comps, batch, gens)
+        sync(comps.device)
+        start = time.perf_counter()
+        unet_s = 0.0
+        for chunk in sampling.batches(gens, n):
+            t = time.perf_counter()
+            latents = sampling.sample(comps, spec, chunk)
+            unet_s += time.perf_counter() - t  # sample() returns on the CPU: synchronised
+            decode.vae(latents, comps.vae)
+        sync(comps.device)
+        out[size] = {"seconds": time.perf_counter() - start, "sampling_seconds": unet_s,
+                     "batch": n, "peak_gib": peak_gib(comps.device)}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shape", default="sd15", choices=["preview", "sd15"])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--sizes", default="256,512,768")
+    ap.add_argument("--per-size", type=int, default=8)
+    ap.add_argument("--batch", default="auto")
+    ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = ap.parse_args()
+    import diffusers
+
+    spec = specmod.load(ROOT / "figures.toml")
+    comps, _, _ = build_and_load(args.shape, args.device)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    jobs = workload(spec, sizes, args.per_size)
+    device = (torch.cuda.get_device_name(comps.device) if comps.device.startswith("cuda")
+              else f"cpu ({platform.processor() or platform.machine()}, "
+                   f"{torch.get_num_threads()} threads)")
+    flops = {s: unet_flops(comps, s) for s in sizes}
+    steps = spec.sampling["steps"]
+    ours = run_ours(comps, spec, jobs, args.batch)
+    plain = None if args.skip_plain else run_plain(comps, spec, jobs)
+    peak = peak_tflops(device)
+    rows = []
+    for s in sizes:
+        work = flops[s] * 2 * steps * len(jobs[s])  # CFG pair, every step, every generation
+        achieved = work / ours[s]["sampling_seconds"] / 1e12  # TFLOP/s
+        rows.append({"size": s, "generations": len(jobs[s]),
+                     "plain_s": plain and round(plain[s]["seconds"], 3),
+                     "ours_s": round(ours[s]["seconds"], 3),
+                     "ratio": plain and round(plain[s]["seconds"] / ours[s]["seconds"], 2),
+                     "ours_sampling_s": round(ours[s]["sampling_seconds"], 3),
+                     "batch": ours[s]["batch"],
+                     "unet_tflop_per_sample": round(flops[s] / 1e12, 4),
+                     "unet_tflops_achieved": round(achieved, 3),
+                     "fraction_of_peak": peak and round(achieved / peak, 3),
+                     "plain_peak_gib": plain and plain[s]["peak_gib"] and round(plain[s]["peak_gib"], 2),
+                     "ours_peak_gib": ours[s]["peak_gib"] and round(ours[s]["peak_gib"], 2)})
+    total_work = sum(flops[s] * 2 * steps * len(jobs[s]) for s in sizes)
+    total = {"plain_s": plain and round(sum(plain[s]["seconds"] for s in sizes), 3),
+             "ours_s": round(sum(ours[s]["seconds"] for s in sizes), 3),
+             "ours_sampling_s": round(sum(ours[s]["sampling_seconds"] for s in sizes), 3)}
+    total["ratio"] = plain and round(total["plain_s"] / total["ours_s"], 2)
+    total["unet_tflops_achieved"] = round(total_work / total["ours_sampling_s"] / 1e12, 3)
+    total["fraction_of_peak"] = peak and round(total["unet_tflops_achieved"] / peak, 3)
+    result = {"device": device, "peak_tflops_fp16_dense": peak, "shape": args.shape,
+              "dtype": str(comps.dtype).removeprefix("torch."), "torch": torch.__version__,
+              "diffusers": diffusers.__version__, "steps": steps, "guidance": spec.sampling["guidance"],
+              "per_size": args.per_size, "rows": rows, "total": total}
+    cols = ["size", "generations", "plain_s", "ours_s", "ratio", "batch", "unet_tflops_achieved",
+            "fraction_of_peak", "plain_peak_gib", "ours_peak_gib"]
+    print(f"# {args.shape} on {device}, {result['dtype']}, torch {torch.__version__}, "
+          f"diffusers {diffusers.__version__}; {steps} steps, CFG {spec.sampling['guidance']}")
+    print(" ".join(f"{c:>12s}" for c in cols))
+    for r in rows:
+        print(" ".join(f"{'-' if r[c] is None else r[c]!s:>12s}" for c in cols))
+    print(f"{'total':>12s} {sum(len(j) for j in jobs.values())!s:>12s} "
+          f"{total['plain_s'] or '-'!s:>12s} {total['ours_s']!s:>12s} {total['ratio'] or '-'!s:>12s}"
+          f" {'':>12s} {total['unet_tflops_achieved']!s:>12s} {total['fraction_of_peak'] or '-'!s:>12s}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tag = f"{args.shape}-{'cuda' if comps.device.startswith('cuda') else 'cpu'}"
+    (out / f"sd15_workload-{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
+    with open(out / f"sd15_workload-{tag}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
