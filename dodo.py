@@ -18,7 +18,7 @@ from doit.tools import config_changed
 
 from pipeline import model, spec as specmod
 from pipeline.files import remove_stale_temps
-from pipeline.spec import digest
+from pipeline.spec import Image, digest
 
 DOIT_CONFIG = {"default_tasks": ["hugo"], "dep_file": "build/.doit.db", "verbosity": 2,
                "action_string_formatting": "new"}
@@ -27,10 +27,14 @@ SPEC = get_var("spec", "figures.toml")
 MODEL = get_var("model", model.PREVIEW)
 DEVICE = get_var("device", "auto")
 BATCH = get_var("batch", "auto")
+VAE = get_var("vae", "model")  # the VAE the anomaly analysis examines (model = the model's own)
 
 BUILD = Path("build")
 LATENTS = BUILD / "latents"
 PROBES = BUILD / "probe"
+VAE_DIR = BUILD / "vae"
+VAE_JSON = VAE_DIR / "anomaly.json"
+VAE_MAPS = VAE_DIR / "maps.safetensors"
 IMAGES = Path("static/images")
 MODEL_JSON = BUILD / "model.json"
 APPROX = BUILD / "approx" / "decoder.safetensors"
@@ -42,6 +46,7 @@ SITE_INDEX = Path("public/index.html")
 try:
     spec = specmod.load(SPEC)
     model_ref = model.resolve(MODEL)
+    model.check_vae_arg(VAE)
 except (specmod.SpecError, model.ModelError) as err:
     sys.exit(f"error: {err}")
 BUILD.mkdir(exist_ok=True)  # doit keeps its state in build/.doit.db
@@ -106,15 +111,32 @@ def task_probe():
                                                    BATCH]))], "clean": True}
 
 
+def task_vae_anomaly():
+    """Encode the trained-size VAE decodes again, find log-variance anomalies, perturb them."""
+    if not spec.vae_anomaly:
+        return
+    ims = spec.vae_anomaly_images()
+    return {"actions": [(call, ["vae_anomaly:run", SPEC, MODEL_JSON, DEVICE, VAE, IMAGES,
+                                VAE_JSON, VAE_MAPS])],
+            "file_dep": [str(MODEL_JSON), *(image(im.file) for im in ims),
+                         *code("vae_anomaly", "decode", "model")],
+            "targets": [str(VAE_JSON), str(VAE_MAPS)],
+            "uptodate": [config_changed(digest([spec.vae_anomaly, VAE, DEVICE]))], "clean": True}
+
+
 def task_plot():
-    """Draw the plots of the probe statistics (matplotlib, with provenance)."""
+    """Draw the plots (attention statistics, VAE analysis) with matplotlib, with provenance."""
     for fig in spec.plots():
         out = image(specmod.Plot(fig.id).file)
-        gens = [g for g in spec.probe_generations()
-                if (g.width, g.height) in fig.sizes and g.attention in fig.variants]
+        if fig.plot in specmod.VAE_PLOTS:
+            inputs = [str(VAE_JSON), str(VAE_MAPS)]
+            inputs += [image(Image(spec.vae_anomaly_subject(), "vae").file)]
+        else:
+            inputs = [probe_file(g) for g in spec.probe_generations()
+                      if (g.width, g.height) in fig.sizes and g.attention in fig.variants]
         yield {"name": fig.id,
-               "actions": [(call, ["plots:run", SPEC, fig.id, PROBES, out])],
-               "file_dep": [probe_file(g) for g in gens] + code("plots"),
+               "actions": [(call, ["plots:run", SPEC, fig.id, PROBES, VAE_DIR, IMAGES, out])],
+               "file_dep": inputs + code("plots"),
                "targets": [out],
                "uptodate": [config_changed(digest([fig.plot, fig.sizes, fig.variants]))],
                "clean": True}
@@ -172,8 +194,10 @@ def published_images() -> list[str]:
 def task_emit():
     """Write the figure data Hugo renders and the image manifest (provenance and sha256)."""
     files = published_images() + [probe_file(g) for g in spec.probe_generations()]
+    files += [str(VAE_JSON)] if spec.vae_anomaly else []
     return {"actions": [(call, ["emit:run", SPEC, MODEL_JSON, APPROX_JSON,
-                                "pipeline/approx_decoder.py", IMAGES, DATA, MANIFEST, PROBES])],
+                                "pipeline/approx_decoder.py", IMAGES, DATA, MANIFEST, PROBES,
+                                VAE_JSON])],
             "file_dep": [SPEC, str(MODEL_JSON), str(APPROX_JSON), *files,
                          *code("emit", "approx_decoder", "geometry", "attention", "plots")],
             "targets": [str(DATA), str(MANIFEST)], "clean": True}

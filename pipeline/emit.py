@@ -14,6 +14,7 @@ from PIL import Image as PILImage
 
 from . import geometry as geom
 from .files import read_json, safetensors_metadata, sha256_file, write_json
+from . import spec as specmod
 from .spec import Figure, Image, Plot, Spec
 
 DECODER_LABELS = {"vae": "VAE", "approx": "Approx"}
@@ -30,6 +31,10 @@ def class_source(path: str | Path, name: str) -> str:
 
 def describe(prov: dict) -> str:
     """One line a reader can reproduce the image from."""
+    if "vae_anomaly" in prov:
+        return (f"{prov['plot']} plot of the VAE log-variance analysis of {len(prov['inputs'])} "
+                f"images with VAE {prov['vae']['id']} · subject {prov['subject']} · "
+                f"{prov['model']} on {prov['device']} ({prov['dtype']})")
     if "plot" in prov:
         return (f"{prov['plot']} plot of attention statistics at step {prov['probe']['step'] + 1}"
                 f" of {prov['steps']} ({prov['sampler']}, CFG {prov['guidance']}) · "
@@ -68,8 +73,47 @@ def _alt(g, decoder: str) -> str:
             f"{DECODER_LABELS[decoder]} decode")
 
 
+def shown_generations(fig: Figure, spec: Spec) -> list:
+    """The generations a figure's provenance table lists (a plot lists what it was drawn from)."""
+    if fig.plot in specmod.VAE_PLOTS:
+        return [im.gen for im in spec.vae_anomaly_images()]
+    if fig.plot:
+        return [g for g in spec.probe_generations()
+                if (g.width, g.height) in fig.sizes and g.attention in fig.variants]
+    return list(fig.cells)
+
+
+def vae_summary(vae_json: Path) -> dict:
+    """The analysis' numbers, formatted for captions and prose."""
+    r = json.loads(Path(vae_json).read_text())
+    e = r["experiment"]
+    out = {"threshold": f"{e['anomalous']['threshold']:g}", "images": len(r["images"]),
+           "flagged_images": r["flagged_images"], "floor": f"{r['floor']:g}",
+           "subject_flagged": "yes" if r["subject_flagged"] else "no", "vae": r["vae"]["id"],
+           "scaling_factor": r["vae"]["scaling_factor"],
+           "perturbation": r["config"]["perturbation"]}
+    for name in ("anomalous", "ordinary"):
+        out[f"{name}_changed"] = f"{e[name]['changed_outside']:.1%}"
+        out[f"{name}_mean"] = f"{e[name]['mean_change_outside']:.4f}"
+        out[f"{name}_logvar"] = f"{e[name]['logvar']:.1f}"
+    ratio = e["anomalous"]["mean_change_outside"] / max(e["ordinary"]["mean_change_outside"], 1e-12)
+    out["ratio"] = f"{ratio:.1f}"
+    return out
+
+
+def caption(fig: Figure, numbers: dict | None) -> str:
+    """The spec's caption, with {placeholders} filled from the measured numbers."""
+    if "{" not in fig.caption:
+        return fig.caption
+    try:
+        return fig.caption.format(**(numbers or {}))
+    except KeyError as exc:
+        raise KeyError(f"figure {fig.id!r}: caption field {exc} is not a measured number; use one "
+                       f"of {', '.join(sorted(numbers or {}))}") from None
+
+
 def figure_data(fig: Figure, spec: Spec, images_dir: Path, train_size: int,
-                manifest: dict) -> dict:
+                manifest: dict, numbers: dict | None = None) -> dict:
     cell = functools.partial(_cell, thumb_width=fig.thumb, images_dir=images_dir,
                              manifest=manifest)
     if fig.plot:
@@ -94,13 +138,13 @@ def figure_data(fig: Figure, spec: Spec, images_dir: Path, train_size: int,
                 for row in fig.rows]
     provenance = [{"generation": g.id, "prompt": g.prompt, "seed": g.seed,
                    "size": f"{g.width}×{g.height}", "attention": g.attention}
-                  for g in (spec.probe_generations() if fig.plot else fig.cells)
-                  if not fig.plot or ((g.width, g.height) in fig.sizes
-                                      and g.attention in fig.variants)]
-    return {"id": fig.id, "section": fig.section, "caption": fig.caption, "layout": fig.layout,
+                  for g in shown_generations(fig, spec)]
+    return {"id": fig.id, "section": fig.section, "caption": caption(fig, numbers),
+            "layout": fig.layout,
             "toggle": fig.toggle, "thumb": fig.thumb, "columns": columns, "rows": rows,
             "provenance": provenance, "plot": fig.plot,
-            "probe": {**spec.probe_config(), "seeds": spec.probe["seeds"]} if fig.plot else None}
+            "probe": ({**spec.probe_config(), "seeds": spec.probe["seeds"]}
+                      if fig.plot in specmod.PROBE_PLOTS else None)}
 
 
 def probe_summary(spec: Spec, probe_dir: str | Path) -> dict | None:
@@ -128,15 +172,15 @@ def probe_summary(spec: Spec, probe_dir: str | Path) -> dict | None:
 
 
 def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, images_dir: str,
-        out_data: str, out_manifest: str, probe_dir: str) -> None:
-    from . import spec as specmod
-
+        out_data: str, out_manifest: str, probe_dir: str, vae_json: str) -> None:
     spec = specmod.load(spec_path)
     info = read_json(model_json)
     g = info["geometry"]
     images = Path(images_dir)
     manifest: dict[str, dict] = {}
-    figures = {f.id: figure_data(f, spec, images, g["train_size"], manifest)
+    vae = vae_summary(Path(vae_json)) if spec.vae_anomaly else None
+    figures = {f.id: figure_data(f, spec, images, g["train_size"], manifest,
+                                 vae if f.plot in specmod.VAE_PLOTS else None)
                for f in spec.figures}
     sizes = sorted({(c.width, c.height) for f in spec.figures for c in f.cells})
     levels = {f"{w}x{h}": [list(s) for s in geom.level_sizes(g, w, h)] for w, h in sizes}
@@ -155,6 +199,7 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
         "geometry": {**g, "levels": levels},
         "attention": factors,
         "probe": probe_summary(spec, probe_dir),
+        "vae_anomaly": vae,
         "sampling": spec.sampling,
         "prompts": spec.prompts,
         "approx": {"source": class_source(approx_source, "ApproxDecoder"), "fit": fit},

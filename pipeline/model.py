@@ -190,3 +190,52 @@ def load(model_json: str, device: str = "auto") -> Components:
     scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")
     return Components(tokenizer, text_encoder, unet, vae, scheduler_config, device, dtype, info,
                       fmt)
+
+
+def check_vae_arg(arg: str) -> str:
+    """Check `vae=` without loading anything (dodo.py calls this at load time)."""
+    arg = (arg or "model").strip()
+    expanded = Path(os.path.expanduser(arg))
+    if arg == "model" or not looks_like_path(arg):
+        return arg
+    if not expanded.is_dir():
+        raise ModelError(f"vae directory {arg} does not exist; pass vae=model (the model's own), "
+                         f"vae=<AutoencoderKL directory> or vae=<hub id> such as "
+                         f"stabilityai/sdxl-vae")
+    if not ((expanded / "config.json").exists() or (expanded / "vae" / "config.json").exists()):
+        raise ModelError(f"vae directory {arg} has neither config.json nor vae/config.json; "
+                         f"pass an AutoencoderKL directory, a pipeline directory, or a hub id")
+    return arg
+
+
+def load_vae(model_json: str, vae_arg: str, device: str = "auto"):
+    """The VAE the anomaly analysis examines, and a record of which one: `vae=model` (the
+    default) is the model's own; otherwise any diffusers AutoencoderKL, as a hub id or a local
+    directory (a VAE folder, or a pipeline folder with vae/), e.g. SDXL's for comparison. A VAE
+    from elsewhere is loaded in fp32 (SDXL's VAE overflows in fp16)."""
+    arg = (vae_arg or "model").strip()
+    if arg == "model":
+        comps = load(model_json, device)
+        info = read_json(model_json)
+        return comps.vae, {"id": f"{info['id']} (its own VAE)", "arg": arg,
+                           "scaling_factor": comps.vae.config.scaling_factor}
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from diffusers import AutoencoderKL
+
+    check_vae_arg(arg)
+    expanded = Path(os.path.expanduser(arg))
+    if expanded.is_dir():
+        sub = "vae" if (expanded / "vae" / "config.json").exists() else None
+        weights = sorted((expanded / (sub or "")).glob("*.safetensors"))
+        digest = hashlib.sha256(b"".join(bytes.fromhex(sha256_file(w)) for w in weights))
+        vae = AutoencoderKL.from_pretrained(expanded, subfolder=sub)
+        ident = f"{expanded.name}@{digest.hexdigest()[:12]}"
+    else:
+        try:
+            vae = AutoencoderKL.from_pretrained(arg)
+        except Exception as exc:  # noqa: BLE001 - one clear line for any fetch problem
+            raise ModelError(f"could not load the VAE {arg!r} ({type(exc).__name__}: {exc}); "
+                             f"check the id and your network, or pass its directory") from None
+        ident = arg
+    vae = vae.to(pick_device(device)).eval().requires_grad_(False)
+    return vae, {"id": ident, "arg": arg, "scaling_factor": vae.config.scaling_factor}

@@ -1,13 +1,16 @@
-"""Plots of the attention statistics the probe stage measured (section 6).
+"""Plots drawn by the pipeline: the attention statistics the probe stage measured (section 6)
+and the VAE log-variance analysis (section 3).
 
-Each plot shares the signature `plot(fig, stats) -> matplotlib Figure`, where `fig` is the
-spec's Figure (its sizes and variants) and `stats` maps (size, variant) to the list of probe
-results for that cell, one per seed. Rendering is Agg with matplotlib's bundled font and no
+Each plot shares the signature `plot(fig, data) -> matplotlib Figure`, where `fig` is the spec's
+Figure and `data` is what its stage produced: for the probe plots a map from (size, variant) to
+the probe results for that cell, one per seed; for the VAE plots the analysis' JSON, its maps
+and the image it examined. Rendering is Agg with matplotlib's bundled font and no
 timestamps, so the same statistics give the same PNG bytes.
 """
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 STYLE = {  # colour, marker, line style: lines that coincide (top-k at n <= n_train) stay visible
     "usual": ("#222222", "o", "-"),
@@ -114,38 +117,135 @@ def logprob(fig, stats: dict):
     return out
 
 
-PLOTS = {"entropy": entropy, "logprob": logprob}
+def _mark_patch(ax, y: int, x: int, colour: str, shape: str) -> None:
+    from matplotlib.patches import Circle, Rectangle
+
+    if shape == "circle":
+        ax.add_patch(Circle((x, y), 1.6, fill=False, edgecolor=colour, linewidth=1.5))
+    else:
+        ax.add_patch(Rectangle((x - 1.5, y - 1.5), 3, 3, fill=False, edgecolor=colour,
+                               linewidth=1.5))
 
 
-# --- the `plot:<figure>` task ------------------------------------------------------------------
+def logvar(fig, data: dict):
+    """The subject image beside its log-variance map, flagged positions circled."""
+    plt = _pyplot()
+    result, maps = data["result"], data["maps"]
+    subject = next(i for i in result["images"] if i["image"] == result["subject"])
+    lv = maps[f"{subject['generation']}.logvar"].numpy()
+    out, (left, right) = plt.subplots(1, 2, figsize=(9.2, 4.2),
+                                      gridspec_kw={"width_ratios": [1, 1.22]})
+    left.imshow(data["image"])
+    left.set_title(result["subject"].removesuffix(".png"), fontsize=7)
+    left.axis("off")
+    shown = right.imshow(lv, cmap="magma", interpolation="nearest")
+    out.colorbar(shown, ax=right, label="log-variance (min over channels)")
+    for a in subject["anomalies"]:
+        _mark_patch(right, a["y"], a["x"], "#00e5ff", "circle")
+    ordinary = result["experiment"]["ordinary"]
+    _mark_patch(right, ordinary["y"], ordinary["x"], "white", "square")
+    n = len(subject["anomalies"])
+    right.set_title(f"{n} position{'s' * (n != 1)} flagged (floor {result['floor']:g}, "
+                    f"median {subject['logvar_median']:.2f}, min {subject['logvar_min']:.2f})")
+    right.set_xlabel("latent x")
+    right.set_ylabel("latent y")
+    out.tight_layout()
+    return out
 
-def run(spec_path: str, figure_id: str, probe_dir: str, out: str) -> None:
-    import io
+
+def perturbation(fig, data: dict):
+    """The two change maps (anomalous vs ordinary position), on one colour scale."""
+    plt = _pyplot()
+    result, maps = data["result"], data["maps"]
+    changes = [maps["change.anomalous"].numpy(), maps["change.ordinary"].numpy()]
+    vmax = max(float(c.max()) for c in changes) or 1.0
+    out, axes = plt.subplots(1, 2, figsize=(9.6, 4.2))
+    f = result["factor"]
+    for ax, name, change in zip(axes, ("anomalous", "ordinary"), changes):
+        e = result["experiment"][name]
+        shown = ax.imshow(change, cmap="inferno", vmin=0, vmax=vmax, interpolation="nearest")
+        from matplotlib.patches import Rectangle
+
+        ax.add_patch(Rectangle((e["x"] * f - 0.5, e["y"] * f - 0.5), f, f, fill=False,
+                               edgecolor="#00e5ff", linewidth=1.2))
+        label = name if name == "ordinary" or result["subject_flagged"] else "lowest (unflagged)"
+        ax.set_title(f"{label} position ({e['y']}, {e['x']}), log-variance {e['logvar']:.1f}\n"
+                     f"{e['changed_outside']:.1%} of pixels outside the patch changed "
+                     f"> {e['threshold']:g}")
+        ax.axis("off")
+    out.colorbar(shown, ax=list(axes), label="absolute change (0..1, mean over RGB)")
+    return out
+
+
+PLOTS = {"entropy": entropy, "logprob": logprob, "logvar": logvar, "perturbation": perturbation}
+
+
+def vae_data(vae_dir, images_dir) -> dict:
+    """What the VAE plots draw from: the analysis JSON, its maps and the subject image."""
     import json
+    from pathlib import Path
 
     from PIL import Image
+    from safetensors.torch import load_file
 
+    result = json.loads((Path(vae_dir) / "anomaly.json").read_text())
+    with Image.open(Path(images_dir) / result["subject"]) as im:
+        image = im.convert("RGB")
+    return {"result": result, "maps": load_file(str(Path(vae_dir) / "maps.safetensors")),
+            "image": image}
+
+
+def probe_data(spec, fig, probe_dir) -> dict:
     from . import probe, spec as specmod
-    from .files import write_png
 
-    spec = specmod.load(spec_path)
-    fig = spec.figure(figure_id)
     stats = {}
     for size in fig.sizes:
         for variant in fig.variants:
             gens = [specmod.Generation(spec.probe["prompt"], seed, *size, variant)
                     for seed in spec.probe["seeds"]]
             stats[(size, variant)] = [probe.load(probe_dir, g) for g in gens]
-    figure = PLOTS[fig.plot](fig, stats)
+    return stats
+
+
+# --- the `plot:<figure>` task ------------------------------------------------------------------
+
+def run(spec_path: str, figure_id: str, probe_dir: str, vae_dir: str, images_dir: str,
+        out: str) -> None:
+    import io
+    import json
+
+    from PIL import Image
+
+    from . import spec as specmod
+    from .files import write_png
+
+    spec = specmod.load(spec_path)
+    fig = spec.figure(figure_id)
+    if fig.plot in specmod.PROBE_PLOTS:
+        data = probe_data(spec, fig, probe_dir)
+        results = [r for rs in data.values() for r in rs]
+        first = results[0]["provenance"]
+        made = {"probe": spec.probe_config(),
+                "inputs": sorted(r["provenance"]["generation"] for r in results),
+                **{k: first[k] for k in ("prompt_key", "prompt", "steps", "sampler", "schedule",
+                                         "guidance", "model", "model_preview", "device",
+                                         "dtype", "torch", "diffusers")}}
+    else:
+        data = vae_data(vae_dir, images_dir)
+        result = data["result"]
+        with Image.open(Path(images_dir) / result["subject"]) as im:
+            subject = json.loads(im.info.get("provenance", "{}"))
+        made = {"vae": result["vae"], "vae_anomaly": result["config"],
+                "inputs": [i["image"] for i in result["images"]], "subject": result["subject"],
+                **{k: subject[k] for k in ("prompt_key", "prompt", "seed", "width", "height",
+                                           "steps", "sampler", "schedule", "guidance",
+                                           "attention", "model", "model_preview", "device",
+                                           "dtype", "torch", "diffusers")}}
+    figure = PLOTS[fig.plot](fig, data)
     buf = io.BytesIO()
     figure.savefig(buf, format="png", dpi=200, metadata={"Software": None})
     _pyplot().close(figure)
-    first = next(iter(stats.values()))[0]["provenance"]
-    prov = {"plot": fig.plot, "figure": fig.id, "probe": spec.probe_config(),
-            "inputs": sorted(r["provenance"]["generation"] for rs in stats.values() for r in rs),
-            **{k: first[k] for k in ("prompt_key", "prompt", "steps", "sampler", "schedule",
-                                     "guidance", "model", "model_preview", "device", "dtype",
-                                     "torch", "diffusers")}}
+    prov = {"plot": fig.plot, "figure": fig.id, **made}
     with Image.open(buf) as img:
         img.load()
         write_png(out, img.convert("RGB"), {"provenance": json.dumps(prov, sort_keys=True)})

@@ -22,7 +22,9 @@ DECODERS = ("vae", "approx")
 OVERLAYS = ("kernel_footprint",)
 ATTENTION = ("usual", "logit-scale", "topk-denominator", "topk-mask")
 LAYOUTS = ("grid", "table", "compare", "plot")
-PLOTS = ("entropy", "logprob")
+PROBE_PLOTS = ("entropy", "logprob")      # drawn from the [probe] statistics
+VAE_PLOTS = ("logvar", "perturbation")     # drawn from the [vae_anomaly] analysis
+PLOTS = PROBE_PLOTS + VAE_PLOTS
 SAMPLERS = ("dpmpp_2m",)
 SCHEDULES = ("karras",)
 
@@ -37,6 +39,7 @@ _SAMPLING_KEYS = {"steps", "sampler", "schedule", "sigma_max", "sigma_min", "rho
                   "negative_prompt"}
 _APPROX_KEYS = {"hidden", "epochs", "lr", "seed", "size", "train", "heldout"}
 _PROBE_KEYS = {"step", "prompt", "seeds", "sizes", "variants", "layer", "bins", "log_min"}
+_VAE_KEYS = {"size", "subject", "floor_margin", "robust_z", "perturbation", "threshold"}
 
 
 class SpecError(ValueError):
@@ -144,6 +147,7 @@ class Spec:
     approx_train: list[Generation] = field(default_factory=list)
     approx_heldout: list[Generation] = field(default_factory=list)
     probe: dict | None = None
+    vae_anomaly: dict | None = None
 
     # --- derived views -------------------------------------------------------------------------
     def figure(self, fid: str) -> Figure:
@@ -193,6 +197,16 @@ class Spec:
         for g in self.probe_generations():
             out.setdefault(g.size_key, []).append(g)
         return out
+
+    def vae_anomaly_images(self) -> list[Image]:
+        """The article's VAE decodes at the [vae_anomaly] size: what the analysis encodes."""
+        size = self.vae_anomaly["size"]
+        return [im for im in self.decodes()
+                if im.decoder == "vae" and (im.gen.width, im.gen.height) == size]
+
+    def vae_anomaly_subject(self) -> Generation:
+        s = self.vae_anomaly
+        return Generation(s["subject"]["prompt"], s["subject"]["seed"], *s["size"])
 
     def probe_config(self) -> dict:
         """What the probe statistics depend on besides each generation's recipe."""
@@ -337,9 +351,34 @@ def _probe(where: str, raw: dict, sampling: dict, prompts: dict) -> dict:
             "variants": _variants(where, raw["variants"])}
 
 
-def _plot_figure(where: str, raw: dict, probe: dict | None) -> Figure:
+def _vae_anomaly(where: str, raw: dict, prompts: dict) -> dict:
+    _unknown_keys(where, raw, _VAE_KEYS)
+    missing = sorted(_VAE_KEYS - set(raw))
+    if missing:
+        raise SpecError(f"{where}: missing {missing[0]!r}")
+    size = _size(where, raw["size"])
+    subject = _generation(f"{where} subject", raw["subject"], {"size": raw["size"]}, prompts)
+    for key, lo, hi in (("floor_margin", 0, 100), ("robust_z", 1, 1000), ("perturbation", 0, 100),
+                        ("threshold", 0, 1)):
+        v = raw[key]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
+            raise SpecError(f"{where}: {key} {v!r} must be a number in {lo}..{hi}")
+    return {**raw, "size": size, "subject": {"prompt": subject.prompt, "seed": subject.seed}}
+
+
+def _plot_figure(where: str, raw: dict, probe: dict | None, vae: dict | None) -> Figure:
     if raw["plot"] not in PLOTS:
         raise SpecError(f"{where}: unknown plot {raw['plot']!r}; use one of {', '.join(PLOTS)}")
+    if raw["plot"] in VAE_PLOTS:
+        extra = sorted(set(raw) - {"id", "section", "caption", "plot", "thumb", "toggle"})
+        if extra:
+            raise SpecError(f"{where}: a {raw['plot']} plot takes no {extra[0]!r}; its data come "
+                            f"from [vae_anomaly]")
+        if vae is None:
+            raise SpecError(f"{where}: a {raw['plot']} plot needs a [vae_anomaly] table")
+        return Figure(id=raw["id"], section=int(raw.get("section", 0)),
+                      caption=_caption(where, raw), cells=(), rows=(), layout="plot",
+                      toggle=raw.get("toggle"), thumb=_thumb(where, raw), plot=raw["plot"])
     if probe is None:
         raise SpecError(f"{where}: a plot figure needs a [probe] table to measure its data")
     extra = sorted(set(raw) & {"cells", "cells_from", "rows", "layout", "prompt", "seed", "size",
@@ -384,6 +423,8 @@ def parse(data: dict, path: Path) -> Spec:
             raise SpecError(f"{name} [prompts]: prompt key {key!r} must be letters, digits and _")
 
     probe = _probe(f"{name} [probe]", data["probe"], sampling, prompts) if "probe" in data else None
+    vae = (_vae_anomaly(f"{name} [vae_anomaly]", data["vae_anomaly"], prompts)
+           if "vae_anomaly" in data else None)
 
     raw_figs = data["figure"]
     by_id: dict[str, dict] = {}
@@ -406,7 +447,7 @@ def parse(data: dict, path: Path) -> Spec:
         where = f"{name} figure {fid!r}"
         defaults = {k: raw[k] for k in ("prompt", "size", "attention", "seed") if k in raw}
         if "plot" in raw:
-            figures.append(_plot_figure(where, raw, probe))
+            figures.append(_plot_figure(where, raw, probe, vae))
             continue
         layout = raw.get("layout", "grid")
         variants: tuple[str, ...] = ()
@@ -472,7 +513,12 @@ def parse(data: dict, path: Path) -> Spec:
     if missing:
         raise SpecError(f"{name} [approx_decoder]: missing {missing[0]!r}")
     spec = Spec(path=path, sampling=sampling, prompts=prompts, approx=approx, figures=figures,
-                probe=probe)
+                probe=probe, vae_anomaly=vae)
+    if vae is not None:
+        if spec.vae_anomaly_subject() not in {im.gen for im in spec.vae_anomaly_images()}:
+            raise SpecError(f"{name} [vae_anomaly]: subject {vae['subject']} at "
+                            f"{vae['size'][0]}x{vae['size'][1]} has no VAE decode in any figure; "
+                            f"pick a generation a figure shows with the VAE at that size")
     article_seeds = {g.seed for g in spec.article_generations()}
     for part in ("train", "heldout"):
         gens = []

@@ -99,7 +99,7 @@ def test_manifest_records_what_made_each_image(project):
     for name, rec in manifest["images"].items():
         data = (project / "static/images" / name).read_bytes()
         assert rec["sha256"] == hashlib.sha256(data).hexdigest()
-        keys = (("plot", "figure", "inputs", "probe") if name.startswith("plot.") else
+        keys = (("plot", "figure", "inputs") if name.startswith("plot.") else
                 ("seed", "width", "height", "attention", "decoder", "batch"))
         for key in keys + ("prompt_key", "steps", "sampler", "guidance", "model", "device"):
             assert key in rec, (name, key)
@@ -320,5 +320,11 @@ def test_plots_are_images_with_provenance(project):
         with Image.open(project / "static/images" / specmod.Plot(fig.id).file) as im:
             prov = json.loads(im.info["provenance"])
             assert im.width >= 1000 and im.height >= 500
-        assert prov["plot"] == fig.plot and prov["probe"]["step"] == 5
-        assert len(prov["inputs"]) == len(fig.sizes) * len(fig.variants) * len(spec.probe["seeds"])
+        assert prov["plot"] == fig.plot
+        if fig.plot in specmod.VAE_PLOTS:
+            assert prov["vae"]["scaling_factor"] == 0.18215 and len(prov["inputs"]) == 8
+            assert prov["seed"] == 715317074 and prov["width"] == 512
+        else:
+            assert prov["probe"]["step"] == 5
+            assert len(prov["inputs"]) == (len(fig.sizes) * len(fig.variants)
+                                           * len(spec.probe["seeds"]))
