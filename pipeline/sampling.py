@@ -148,7 +148,13 @@ def batch_size(comps, batch: str, gens: list) -> int:
         return 1
     per_gen = bytes_per_generation(comps, gens[0].width, gens[0].height)
     free, _ = torch.cuda.mem_get_info(comps.device)
-    return max(1, min(len(gens), MAX_BATCH, int(free * MEMORY_SHARE // per_gen)))
+    return fit_batch(free, per_gen, len(gens))
+
+
+def fit_batch(free_bytes: int, per_generation: int, wanted: int) -> int:
+    """How many generations to batch: all that are wanted, at most MAX_BATCH, within
+    MEMORY_SHARE of the free memory, and always at least one."""
+    return max(1, min(wanted, MAX_BATCH, int(free_bytes * MEMORY_SHARE // max(per_generation, 1))))
 
 
 MEMORY_SHARE = 0.6  # of the free GPU memory, for one batch's activations (the VAE needs more)

@@ -63,16 +63,9 @@ class Generation:
         return f"{self.width}x{self.height}"
 
 
-@dataclass(frozen=True)
-class Image:
-    gen: Generation
-    decoder: str
-    overlay: str | None = None
-
-    @property
-    def name(self) -> str:
-        suffix = f".{self.overlay}" if self.overlay else ""
-        return f"{self.gen.id}.{self.decoder}{suffix}"
+class _Shown:
+    """Something a figure shows: a PNG named after it, and its thumbnails."""
+    name: str
 
     @property
     def file(self) -> str:
@@ -84,20 +77,25 @@ class Image:
 
 
 @dataclass(frozen=True)
-class Plot:
-    """A plot of the attention statistics (the probe stage's output)."""
+class Image(_Shown):
+    gen: Generation
+    decoder: str
+    overlay: str | None = None
+
+    @property
+    def name(self) -> str:
+        suffix = f".{self.overlay}" if self.overlay else ""
+        return f"{self.gen.id}.{self.decoder}{suffix}"
+
+
+@dataclass(frozen=True)
+class Plot(_Shown):
+    """A plot drawn by pipeline/plots.py (attention statistics, VAE analysis)."""
     figure: str
 
     @property
     def name(self) -> str:
         return f"plot.{self.figure}"
-
-    @property
-    def file(self) -> str:
-        return f"{self.name}.png"
-
-    def thumb_file(self, width: int) -> str:
-        return f"{self.name}.w{width}.png"
 
 
 @dataclass(frozen=True)

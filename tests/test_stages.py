@@ -178,3 +178,29 @@ def test_model_argument_errors(tmp_path):
         model.resolve(str(tmp_path))
     assert model.resolve("stable-diffusion-v1-5/stable-diffusion-v1-5").kind == "hub"
     assert model.resolve("preview").preview
+
+
+def test_batch_size_from_free_memory():
+    from pipeline.sampling import MAX_BATCH, MEMORY_SHARE, fit_batch
+
+    gib = 2**30
+    assert fit_batch(80 * gib, 2 * gib, 8) == 8                 # everything fits
+    assert fit_batch(80 * gib, 2 * gib, 100) == MAX_BATCH      # capped
+    assert fit_batch(10 * gib, 2 * gib, 8) == int(10 * MEMORY_SHARE // 2)  # memory-bound
+    assert fit_batch(1 * gib, 4 * gib, 8) == 1                 # never zero
+
+
+def test_a_generation_does_not_depend_on_its_batch(preview_model_dir, tmp_path):
+    # Sampling one seed alone and beside another seed gives the same latents to fp tolerance;
+    # the manifest records the batch anyway (test_build checks it).
+    from pipeline import spec as specmod
+    from pipeline.sampling import sample
+
+    comps = _components(preview_model_dir, tmp_path)
+    spec = specmod.load(Path(__file__).resolve().parents[1] / "figures.toml")
+    a = specmod.Generation("miko", 715317074, 128, 128)
+    b = specmod.Generation("blonde", 86322125, 128, 128)
+    alone = sample(comps, spec, [a])[0]
+    together = sample(comps, spec, [b, a])[1]
+    torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(sample(comps, spec, [b])[0], alone)  # different seeds differ
