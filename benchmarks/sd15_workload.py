@@ -158,7 +158,7 @@ def main() -> None:
                      "ratio": plain and round(plain[s]["seconds"] / ours[s]["seconds"], 2),
                      "ours_sampling_s": round(ours[s]["sampling_seconds"], 3),
                      "batch": ours[s]["batch"],
-                     "unet_tflop_per_sample": round(flops[s] / 1e12, 4),
+                     "unet_tflop_per_sample": float(f"{flops[s] / 1e12:.4g}"),
                      "unet_tflops_achieved": round(achieved, 3),
                      "fraction_of_peak": peak and round(achieved / peak, 3),
                      "plain_peak_gib": plain and plain[s]["peak_gib"] and round(plain[s]["peak_gib"], 2),

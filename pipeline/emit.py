@@ -136,7 +136,7 @@ def figure_data(fig: Figure, spec: Spec, images_dir: Path, train_size: int,
                  "cells": [cell(Image(g, row.decoder, row.overlay), alt=_alt(g, row.decoder))
                            for g in fig.cells]}
                 for row in fig.rows]
-    provenance = [{"generation": g.id, "prompt": g.prompt, "seed": g.seed,
+    provenance = [{"generation": g.id, "prompt": g.prompt, "seed": str(g.seed),  # Hugo: no 7e+08
                    "size": f"{g.width}×{g.height}", "attention": g.attention}
                   for g in shown_generations(fig, spec)]
     return {"id": fig.id, "section": fig.section, "caption": caption(fig, numbers),
@@ -168,7 +168,8 @@ def probe_summary(spec: Spec, probe_dir: str | Path) -> dict | None:
         summary.setdefault(str(width), {})[variant] = cell
     first = next(iter(by.values()))[0]
     return {"step": first["step"] + 1, "sigma": round(first["sigma"], 2), "summary": summary,
-            "seeds": len(spec.probe["seeds"]), "layer": first["histogram"]["layer"]}
+            "seeds": f"{len(spec.probe['seeds'])} seed" + "s" * (len(spec.probe["seeds"]) != 1),
+            "layer": first["histogram"]["layer"]}
 
 
 def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, images_dir: str,

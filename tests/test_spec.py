@@ -19,7 +19,7 @@ def test_default_spec_matches_the_article():
     ids = [f.id for f in spec.figures]
     assert ids == ["hero", "symptoms-768", "baseline-512", "symptoms-256", "decoders-768",
                    "decoders-256", "kernel-footprint", "fixes-768", "fixes-256", "fixes-200",
-                   "attention-entropy", "attention-logprob"]
+                   "attention-entropy", "attention-logprob", "vae-logvar", "vae-perturbation"]
     hero = spec.figure("hero")
     assert [(g.width, g.prompt, g.seed) for g in hero.cells] == [
         (s, "miko", 715317074) for s in (200, 256, 512, 768)]
