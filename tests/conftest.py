@@ -61,6 +61,11 @@ def interrupted_then_finished_build(cwd: Path) -> None:
 
 @pytest.fixture(scope="session")
 def project(tmp_path_factory) -> Path:
+    """The built project. ARTICLE_PROJECT=<dir> reuses a scratch copy of an already-built tree
+    for quick checks while developing; the tests edit it (seeds, prose), so never point it at
+    your working tree."""
+    if os.environ.get("ARTICLE_PROJECT"):
+        return Path(os.environ["ARTICLE_PROJECT"])
     cwd = copy_project(tmp_path_factory.mktemp("article"))
     interrupted_then_finished_build(cwd)
     return cwd

@@ -86,3 +86,30 @@ def test_page_loads_everything_locally_and_toggles_work(server, browser, project
     assert failed == [] and bad_status == []
     shown = {server + src for src in page.eval_on_selector_all("img", "els => els.map(e => e.getAttribute('src'))")}
     assert len(shown) >= 40 and shown <= set(requests)  # every thumbnail was fetched and served
+
+
+def test_every_figure_renders_and_its_thumbnails_open_the_full_image(server, browser, project):
+    from pipeline import spec as specmod
+
+    spec = specmod.load(project / "figures.toml")
+    page = browser.new_page(viewport={"width": 1000, "height": 900})
+    page.goto(f"{server}/sd15-image-sizes/", wait_until="networkidle")
+    for box in page.locator("input.toggle").all():  # show what toggles hide
+        page.click(f'label[for="{box.get_attribute("id")}"]')
+    page.evaluate("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
+    page.wait_for_load_state("networkidle")
+    for fig in spec.figures:
+        block = page.locator(f'figure[data-figure="{fig.id}"]')
+        assert block.is_visible(), fig.id
+        imgs = block.locator("img")
+        assert imgs.count() == len(fig.files()), fig.id
+        widths = imgs.evaluate_all("els => els.map(e => e.complete ? e.naturalWidth : 0)")
+        assert all(w == fig.thumb for w in widths), (fig.id, widths)
+    # a plot's thumbnail opens the full-resolution plot
+    link = page.locator('figure[data-figure="attention-entropy"] a.thumb')
+    href = link.get_attribute("href")
+    link.click()
+    page.wait_for_load_state("load")
+    assert page.url.endswith(href.lstrip("/").split("/", 1)[-1])
+    full = page.evaluate("document.images[0].naturalWidth")
+    assert full > spec.figure("attention-entropy").thumb
