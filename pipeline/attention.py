@@ -41,12 +41,28 @@ def logit_scale(scores: torch.Tensor, n_train: int) -> torch.Tensor:
     return (scores * logit_factor(scores.shape[-1], n_train)).softmax(-1)
 
 
+def kth_largest(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Each row's k-th largest value, [..., n] -> [..., 1]. On the CPU numpy's introselect
+    (about twice as fast as torch.topk there); elsewhere torch.topk."""
+    n = scores.shape[-1]
+    if scores.device.type != "cpu":
+        return scores.topk(k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
+    import numpy as np
+
+    flat = scores.detach().float().reshape(-1, n).numpy()
+    rows = torch.from_numpy(np.partition(flat, n - k, axis=-1)[:, n - k])
+    return rows.to(scores.dtype).reshape(*scores.shape[:-1], 1)
+
+
 def topk_denominator(scores: torch.Tensor, n_train: int) -> torch.Tensor:
     """exp(x - max) over the sum of the k = n_train largest exp(x - max). With more keys than at
     the trained size the weights sum to more than 1; with n <= n_train this is the softmax."""
     e = (scores - scores.amax(-1, keepdim=True)).exp()
     k = min(n_train, scores.shape[-1])
-    return e / e.topk(k, dim=-1, sorted=False).values.sum(-1, keepdim=True)
+    if k == scores.shape[-1]:
+        return e / e.sum(-1, keepdim=True)
+    top = torch.where(scores >= kth_largest(scores, k), e, 0)
+    return e / top.sum(-1, keepdim=True)
 
 
 def topk_mask(scores: torch.Tensor, n_train: int) -> torch.Tensor:
@@ -54,8 +70,7 @@ def topk_mask(scores: torch.Tensor, n_train: int) -> torch.Tensor:
     k = min(n_train, scores.shape[-1])
     if k == scores.shape[-1]:
         return scores.softmax(-1)
-    kth = scores.topk(k, dim=-1, sorted=False).values.amin(-1, keepdim=True)
-    return scores.masked_fill(scores < kth, float("-inf")).softmax(-1)
+    return scores.masked_fill(scores < kth_largest(scores, k), float("-inf")).softmax(-1)
 
 
 VARIANTS = {"usual": usual, "logit-scale": logit_scale, "topk-denominator": topk_denominator,

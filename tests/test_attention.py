@@ -149,3 +149,11 @@ def test_probe_records_per_generation_statistics(unet, geom):
         assert 0 < layer["entropy"] <= math.log(layer["n"]) + 1e-6
         assert layer["mass"] == pytest.approx(1.0, abs=1e-5)
     assert sum(result["histogram"]["density"]) == pytest.approx(1.0)
+
+
+def test_kth_largest_matches_topk():
+    torch.manual_seed(4)
+    s = torch.randn(3, 5, 70)
+    for k in (1, 7, 35, 70):
+        want = s.topk(k, dim=-1).values[..., -1:]
+        torch.testing.assert_close(attention.kth_largest(s, k), want, rtol=0, atol=0)
