@@ -91,7 +91,9 @@ def vae_summary(vae_json: Path) -> dict:
            "flagged_images": r["flagged_images"], "floor": f"{r['floor']:g}",
            "subject_flagged": "yes" if r["subject_flagged"] else "no", "vae": r["vae"]["id"],
            "scaling_factor": r["vae"]["scaling_factor"],
-           "perturbation": r["config"]["perturbation"]}
+           "perturbation": r["config"]["perturbation"],
+           "spot": ("flagged position" if r["subject_flagged"]
+                    else "lowest-variance position (none was flagged in this image)")}
     for name in ("anomalous", "ordinary"):
         out[f"{name}_changed"] = f"{e[name]['changed_outside']:.1%}"
         out[f"{name}_mean"] = f"{e[name]['mean_change_outside']:.4f}"

@@ -217,7 +217,7 @@ def load_vae(model_json: str, vae_arg: str, device: str = "auto"):
     if arg == "model":
         comps = load(model_json, device)
         info = read_json(model_json)
-        return comps.vae, {"id": f"{info['id']} (its own VAE)", "arg": arg,
+        return comps.vae, {"id": f"{info['id']}, its own VAE", "arg": arg,
                            "scaling_factor": comps.vae.config.scaling_factor}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from diffusers import AutoencoderKL
