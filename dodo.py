@@ -70,7 +70,7 @@ def latent(gen) -> str:
 
 
 def probe_file(gen) -> str:
-    return str(PROBES / f"{gen.id}.json")
+    return str(PROBES / gen.probe_file)
 
 
 def image(name: str) -> str:
@@ -132,8 +132,7 @@ def task_plot():
             inputs = [str(VAE_JSON), str(VAE_MAPS)]
             inputs += [image(Image(spec.vae_anomaly_subject(), "vae").file)]
         else:
-            inputs = [probe_file(g) for g in spec.probe_generations()
-                      if (g.width, g.height) in fig.sizes and g.attention in fig.variants]
+            inputs = [probe_file(g) for g in spec.plot_generations(fig)]
         yield {"name": fig.id,
                "actions": [(call, ["plots:run", SPEC, fig.id, PROBES, VAE_DIR, IMAGES, out])],
                "file_dep": inputs + code("plots"),
@@ -199,7 +198,7 @@ def task_emit():
                                 "pipeline/approx_decoder.py", IMAGES, DATA, MANIFEST, PROBES,
                                 VAE_JSON])],
             "file_dep": [SPEC, str(MODEL_JSON), str(APPROX_JSON), *files,
-                         *code("emit", "approx_decoder", "geometry", "attention", "plots")],
+                         *code("emit", "approx_decoder", "geometry", "plots")],
             "targets": [str(DATA), str(MANIFEST)], "clean": True}
 
 

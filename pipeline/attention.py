@@ -15,20 +15,13 @@ memory never exceeds BUDGET_BYTES whatever the image size.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
-from .geometry import key_counts
+from .geometry import key_counts, logit_factor
 
 BUDGET_BYTES = 256 * 2**20  # the most one block of fp32 scores (and its temporaries) may take
 _TEMPORARIES = 3            # scores, exp/probabilities and the top-k selection live together
-
-
-def logit_factor(n: int, n_train: int) -> float:
-    """Entropy-preserving multiplier on the softmax scale: sqrt(log n / log n_train)."""
-    return math.sqrt(math.log(n) / math.log(n_train))
 
 
 def usual(scores: torch.Tensor, n_train: int) -> torch.Tensor:
@@ -128,7 +121,7 @@ class VariantProcessor:
     @property
     def factor(self) -> float:
         """The multiplier this layer applies to the softmax scale (1 unless logit-scale)."""
-        return logit_factor(self.n, self.n_train) if self.variant == "logit-scale" else 1.0
+        return FUSED[self.variant](self.n, self.n_train) if self.variant in FUSED else 1.0
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs):

@@ -78,8 +78,7 @@ def shown_generations(fig: Figure, spec: Spec) -> list:
     if fig.plot in specmod.VAE_PLOTS:
         return [im.gen for im in spec.vae_anomaly_images()]
     if fig.plot:
-        return [g for g in spec.probe_generations()
-                if (g.width, g.height) in fig.sizes and g.attention in fig.variants]
+        return spec.plot_generations(fig)
     return list(fig.cells)
 
 
@@ -158,8 +157,7 @@ def probe_summary(spec: Spec, probe_dir: str | Path) -> dict | None:
         return None
     by: dict[tuple, list] = {}
     for g in spec.probe_generations():
-        path = Path(probe_dir) / f"{g.id}.json"
-        by.setdefault((g.width, g.attention), []).append(json.loads(path.read_text()))
+        by.setdefault((g.width, g.attention), []).append(read_json(Path(probe_dir) / g.probe_file))
     summary: dict[str, dict] = {}
     for (width, variant), results in sorted(by.items()):
         cell = {}
@@ -187,11 +185,9 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
                for f in spec.figures}
     sizes = sorted({(c.width, c.height) for f in spec.figures for c in f.cells})
     levels = {f"{w}x{h}": [list(s) for s in geom.level_sizes(g, w, h)] for w, h in sizes}
-    from .attention import logit_factor  # the variant's own formula (imports torch)
-
     trained = geom.key_counts(g, g["train_size"], g["train_size"])
     factors = {f"{w}x{h}": [{"level": lv, "n": n, "n_train": trained[lv],
-                             "factor": round(logit_factor(n, trained[lv]), 4)}
+                             "factor": round(geom.logit_factor(n, trained[lv]), 4)}
                             for lv, n in enumerate(geom.key_counts(g, w, h))
                             if lv in g["attention_levels"]]
                for w, h in sizes}

@@ -5,6 +5,7 @@ Pure Python (reads JSON only), so emission and dodo.py can use it without loadin
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 KERNEL = 3  # the UNet's resnet convolutions are 3x3
@@ -52,6 +53,12 @@ def level_sizes(geom: dict, width: int, height: int) -> list[tuple[int, int]]:
         w, h = _conv_out(w), _conv_out(h)
         out.append((w, h))
     return out
+
+
+def logit_factor(n: int, n_train: int) -> float:
+    """Logit scaling's entropy-preserving multiplier on the softmax scale for a layer with n keys
+    that had n_train at the trained size: sqrt(log n / log n_train)."""
+    return math.sqrt(math.log(n) / math.log(n_train))
 
 
 def key_counts(geom: dict, width: int, height: int) -> list[int]:

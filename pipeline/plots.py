@@ -191,19 +191,17 @@ def vae_data(vae_dir, images_dir) -> dict:
     result = json.loads((Path(vae_dir) / "anomaly.json").read_text())
     with Image.open(Path(images_dir) / result["subject"]) as im:
         image = im.convert("RGB")
+        provenance = json.loads(im.info.get("provenance", "{}"))
     return {"result": result, "maps": load_file(str(Path(vae_dir) / "maps.safetensors")),
-            "image": image}
+            "image": image, "provenance": provenance}
 
 
 def probe_data(spec, fig, probe_dir) -> dict:
-    from . import probe, spec as specmod
+    from .files import read_json
 
-    stats = {}
-    for size in fig.sizes:
-        for variant in fig.variants:
-            gens = [specmod.Generation(spec.probe["prompt"], seed, *size, variant)
-                    for seed in spec.probe["seeds"]]
-            stats[(size, variant)] = [probe.load(probe_dir, g) for g in gens]
+    stats: dict[tuple, list] = {(size, v): [] for size in fig.sizes for v in fig.variants}
+    for g in spec.plot_generations(fig):
+        stats[((g.width, g.height), g.attention)].append(read_json(Path(probe_dir) / g.probe_file))
     return stats
 
 
@@ -232,9 +230,7 @@ def run(spec_path: str, figure_id: str, probe_dir: str, vae_dir: str, images_dir
                                          "dtype", "torch", "diffusers")}}
     else:
         data = vae_data(vae_dir, images_dir)
-        result = data["result"]
-        with Image.open(Path(images_dir) / result["subject"]) as im:
-            subject = json.loads(im.info.get("provenance", "{}"))
+        result, subject = data["result"], data["provenance"]
         made = {"vae": result["vae"], "vae_anomaly": result["config"],
                 "inputs": [i["image"] for i in result["images"]], "subject": result["subject"],
                 **{k: subject[k] for k in ("prompt_key", "prompt", "seed", "width", "height",

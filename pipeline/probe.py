@@ -9,8 +9,6 @@ never hold a whole attention matrix. It stops there: the rest of the trajectory 
 """
 from __future__ import annotations
 
-import json
-
 import torch
 
 from . import attention
@@ -123,11 +121,5 @@ def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: st
         for g, stats in zip(chunk, measure(comps, spec, chunk)):
             prov = {**sampling.provenance(spec, g, comps), "probe": spec.probe_config(),
                     "batch": [c.id for c in chunk]}
-            atomic_write(out / f"{g.id}.json", json_bytes({"provenance": prov, **stats}))
+            atomic_write(out / g.probe_file, json_bytes({"provenance": prov, **stats}))
         print(f"probed {', '.join(c.id for c in chunk)} at step {spec.probe['step']}")
-
-
-def load(out_dir, gen) -> dict:
-    from pathlib import Path
-
-    return json.loads((Path(out_dir) / f"{gen.id}.json").read_text())

@@ -62,6 +62,11 @@ class Generation:
     def size_key(self) -> str:
         return f"{self.width}x{self.height}"
 
+    @property
+    def probe_file(self) -> str:
+        """The probe stage's statistics for this generation, relative to its directory."""
+        return f"{self.id}.json"
+
 
 class _Shown:
     """Something a figure shows: a PNG named after it, and its thumbnails."""
@@ -189,6 +194,11 @@ class Spec:
             return []
         return sorted(Generation(p["prompt"], seed, w, h, v) for w, h in p["sizes"]
                       for v in p["variants"] for seed in p["seeds"])
+
+    def plot_generations(self, fig: Figure) -> list[Generation]:
+        """The probed generations a probe plot draws from (its sizes x variants x seeds)."""
+        return [g for g in self.probe_generations()
+                if (g.width, g.height) in fig.sizes and g.attention in fig.variants]
 
     def probe_by_size(self) -> dict[str, list[Generation]]:
         out: dict[str, list[Generation]] = {}
