@@ -16,23 +16,28 @@ def _conv_out(n: int) -> int:
     return (n + 2 - 3) // 2 + 1
 
 
+def vae_factor(vae: dict) -> int:
+    """Pixels per latent position on a side: every VAE block but the last halves the image."""
+    return 2 ** (len(vae["block_out_channels"]) - 1)
+
+
 def from_configs(unet: dict, vae: dict) -> dict:
-    vae_factor = 2 ** (len(vae["block_out_channels"]) - 1)
+    factor = vae_factor(vae)
     levels = len(unet["down_block_types"])
     deepest_stride = 2 ** (levels - 1)  # every down block but the last halves the resolution
     self_attn_levels = [i for i, b in enumerate(unet["down_block_types"]) if "Attn" in b]
     if "Attn" in (unet.get("mid_block_type") or "UNetMidBlock2DCrossAttn"):  # diffusers' default
         self_attn_levels.append(levels - 1)
     return {
-        "vae_factor": vae_factor,
+        "vae_factor": factor,
         "latent_channels": unet["in_channels"],
         "unet_levels": levels,
         "deepest_stride": deepest_stride,
         "attention_levels": self_attn_levels,
-        "train_size": unet["sample_size"] * vae_factor,
+        "train_size": unet["sample_size"] * factor,
         "train_latent": unet["sample_size"],
         "kernel": KERNEL,
-        "kernel_footprint_px": KERNEL * deepest_stride * vae_factor,
+        "kernel_footprint_px": KERNEL * deepest_stride * factor,
         "vae_scaling_factor": vae.get("scaling_factor"),
         "cross_attention_dim": unet.get("cross_attention_dim"),
     }

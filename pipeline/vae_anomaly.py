@@ -118,13 +118,13 @@ def run(spec_path: str, model_json: str, device: str, vae_ref: str, images_dir: 
         out_json: str, out_maps: str) -> None:
     from pathlib import Path
 
-    from . import decode, model, spec as specmod
+    from . import decode, geometry, model, spec as specmod
     from .files import atomic_write, json_bytes, safetensors_bytes
 
     spec = specmod.load(spec_path)
     cfg = spec.vae_anomaly
     vae, vae_info = model.load_vae(model_json, vae_ref, device)
-    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    factor = geometry.vae_factor(vae.config)
     floor = clamp_floor()
     images, maps = [], {}
     for im in spec.vae_anomaly_images():
