@@ -14,7 +14,7 @@ import argparse
 import time
 
 import torch
-from common import build_and_load, sync
+from common import ROOT, build_and_load, sync, write_results
 
 from pipeline import attention
 
@@ -26,6 +26,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=768)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     comps, _, _ = build_and_load(args.shape, args.device)
     g = comps.info["geometry"]
@@ -41,6 +42,7 @@ def main() -> None:
           f"query-block budget {attention.BUDGET_BYTES >> 20} MiB")
     print(f"{'variant':18s} {'s/forward':>10s} {'vs usual':>9s} {'peak GiB':>9s}")
     base = None
+    rows = []
     for variant in attention.VARIANTS:
         attention.install(comps.unet, variant, g, args.size, args.size)
         with torch.no_grad():
@@ -57,7 +59,16 @@ def main() -> None:
         peak = (f"{torch.cuda.max_memory_allocated() / 2**30:9.2f}" if dev.startswith("cuda")
                 else f"{'-':>9s}")
         print(f"{variant:18s} {sec:10.4f} {sec / base:8.2f}x {peak}")
-    attention.install(comps.unet, "usual", g, args.size, args.size)
+        rows.append({"variant": variant, "seconds_per_forward": round(sec, 5),
+                     "vs_usual": round(sec / base, 2),
+                     "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
+                     if dev.startswith("cuda") else None})
+    attention.restore(comps.unet)
+    tag = "cuda" if dev.startswith("cuda") else "cpu"
+    write_results(args.out, f"attention_variants-{args.shape}-{tag}",
+                  {"device": name, "dtype": str(dt).removeprefix("torch."), "size": args.size,
+                   "batch": args.batch, "repeats": args.repeats,
+                   "budget_mib": attention.BUDGET_BYTES >> 20}, rows)
 
 
 if __name__ == "__main__":

@@ -32,3 +32,34 @@ def sync(device: str) -> None:
 
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def write_results(out_dir, name: str, context: dict, rows: list[dict]) -> Path:
+    """Write a benchmark's figures as JSON (context + rows) and CSV (rows) under `out_dir`,
+    stamped with the machine, the software versions and the date. Returns the JSON's path."""
+    import csv
+    import datetime
+    import json
+    import os
+    import platform
+
+    import torch
+
+    try:
+        import diffusers
+        diffusers_version = diffusers.__version__
+    except ImportError:
+        diffusers_version = None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
+             "python": platform.python_version(), "torch": torch.__version__,
+             "diffusers": diffusers_version,
+             "date": datetime.date.today().isoformat()}
+    path = out / f"{name}.json"
+    path.write_text(json.dumps({**stamp, **context, "rows": rows}, indent=1) + "\n")
+    with open(out / f"{name}.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return path

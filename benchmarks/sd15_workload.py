@@ -8,8 +8,10 @@ DPM-Solver++ (2M) on the Karras schedule, CFG 7.5 against the empty prompt, each
 VAE. The model is built offline with random weights (shape "sd15" is SD 1.5's exact architecture,
 so its timings are the real model's) and loaded once through pipeline.model (fp16 on CUDA).
 
-(a) plain: diffusers' StableDiffusionPipeline on the same modules, DPMSolverMultistepScheduler
-    with Karras sigmas, one image per call.
+(a) plain: diffusers' StableDiffusionPipeline on freshly loaded modules (fp16, nothing of ours),
+    DPMSolverMultistepScheduler with Karras sigmas, one image per call.
+(a') batched: the same pipeline given the same batches as ours (lists of prompts and generators).
+Each configuration runs --rounds times, the order alternated; each figure is its best round.
 (b) ours: pipeline.sampling.sample over batches of one size (CFG pair and seeds in one UNet
     batch, batch size from free GPU memory), then pipeline.decode.vae on the same batches.
 
@@ -21,14 +23,12 @@ CSV under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import platform
 import time
 from pathlib import Path
 
 import torch
-from common import ROOT, build_and_load, sync
+from common import ROOT, build_and_load, sync, write_results
 
 from pipeline import decode, sampling, spec as specmod
 
@@ -60,16 +60,25 @@ def unet_flops(comps, size: int) -> float:
     return float(counter.get_total_flops())
 
 
-def plain_pipeline(comps):
-    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+def plain_pipeline(directory: Path, device: str):
+    """diffusers' StableDiffusionPipeline on freshly loaded modules, as a user would set it up:
+    fp16 on CUDA, default memory layout and attention processors, nothing of ours."""
+    from diffusers import (AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextModel, CLIPTokenizer
 
-    scheduler = DPMSolverMultistepScheduler.from_config(
-        comps.scheduler_config, algorithm_type="dpmsolver++", solver_order=2,
+    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    kw = {"torch_dtype": dtype}
+    scheduler = DPMSolverMultistepScheduler.from_pretrained(
+        directory / "scheduler", algorithm_type="dpmsolver++", solver_order=2,
         use_karras_sigmas=True)
-    pipe = StableDiffusionPipeline(vae=comps.vae, text_encoder=comps.text_encoder,
-                                   tokenizer=comps.tokenizer, unet=comps.unet,
-                                   scheduler=scheduler, safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(directory / "vae", **kw),
+        text_encoder=CLIPTextModel.from_pretrained(directory / "text_encoder", **kw),
+        tokenizer=CLIPTokenizer.from_pretrained(directory / "tokenizer", model_max_length=77),
+        unet=UNet2DConditionModel.from_pretrained(directory / "unet", **kw),
+        scheduler=scheduler, safety_checker=None, feature_extractor=None,
+        requires_safety_checker=False).to(device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -84,23 +93,26 @@ def peak_gib(device: str) -> float | None:
     return torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
 
 
-def run_plain(comps, spec, jobs: dict[int, list]) -> dict:
-    pipe = plain_pipeline(comps)
+def run_plain(pipe, device: str, spec, jobs: dict[int, list], batch: int) -> dict:
+    """(a) batch=1: one image per call, as most scripts use the pipeline; (b) batch=N: the same
+    batches as ours, given as lists of prompts and generators (the best plain configuration)."""
     s = spec.sampling
     out = {}
     pipe(spec.prompts["miko"], height=256, width=256, num_inference_steps=2,
          guidance_scale=s["guidance"], output_type="pt")  # warm-up
     for size, gens in jobs.items():
-        reset_peak(comps.device)
-        sync(comps.device)
+        reset_peak(device)
+        sync(device)
         start = time.perf_counter()
-        for g in gens:
-            pipe(spec.prompts[g.prompt], height=size, width=size,
+        for i in range(0, len(gens), batch):
+            chunk = gens[i:i + batch]
+            pipe([spec.prompts[g.prompt] for g in chunk], height=size, width=size,
                  num_inference_steps=s["steps"], guidance_scale=s["guidance"],
-                 negative_prompt=s["negative_prompt"] or None, output_type="pt",
-                 generator=torch.Generator("cpu").manual_seed(g.seed))
-        sync(comps.device)
-        out[size] = {"seconds": time.perf_counter() - start, "peak_gib": peak_gib(comps.device)}
+                 negative_prompt=[s["negative_prompt"]] * len(chunk) if s["negative_prompt"]
+                 else None, output_type="pt",
+                 generator=[torch.Generator("cpu").manual_seed(g.seed) for g in chunk])
+        sync(device)
+        out[size] = {"seconds": time.perf_counter() - start, "peak_gib": peak_gib(device)}
     return out
 
 
@@ -132,12 +144,13 @@ def main() -> None:
     ap.add_argument("--per-size", type=int, default=8)
     ap.add_argument("--batch", default="auto")
     ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     import diffusers
 
     spec = specmod.load(ROOT / "figures.toml")
-    comps, _, _ = build_and_load(args.shape, args.device)
+    comps, directory, _ = build_and_load(args.shape, args.device)
     sizes = [int(s) for s in args.sizes.split(",")]
     jobs = workload(spec, sizes, args.per_size)
     device = (torch.cuda.get_device_name(comps.device) if comps.device.startswith("cuda")
@@ -145,8 +158,22 @@ def main() -> None:
                    f"{torch.get_num_threads()} threads)")
     flops = {s: unet_flops(comps, s) for s in sizes}
     steps = spec.sampling["steps"]
-    ours = run_ours(comps, spec, jobs, args.batch)
-    plain = None if args.skip_plain else run_plain(comps, spec, jobs)
+    batch = {s: sampling.batch_size(comps, args.batch, jobs[s]) for s in sizes}
+    runs = {"ours": lambda: run_ours(comps, spec, jobs, args.batch)}
+    if not args.skip_plain:
+        pipe = plain_pipeline(directory, comps.device)
+        runs["plain"] = lambda: run_plain(pipe, comps.device, spec, jobs, 1)
+        runs["batched"] = lambda: run_plain(pipe, comps.device, spec, jobs, max(batch.values()))
+    results: dict[str, list] = {k: [] for k in runs}
+    order = list(runs)
+    for r in range(args.rounds):  # order alternated; each figure is the best of its rounds
+        for name in (order if r % 2 == 0 else order[::-1]):
+            results[name].append(runs[name]())
+            print(f"round {r + 1}: {name} {sum(v['seconds'] for v in results[name][-1].values()):.2f} s",
+                  flush=True)
+    best = {k: {s: min(v, key=lambda res: res[s]["seconds"])[s] for s in sizes}
+            for k, v in results.items()}
+    ours, plain, batched = best["ours"], best.get("plain"), best.get("batched")
     peak = peak_tflops(device)
     rows = []
     for s in sizes:
@@ -155,7 +182,9 @@ def main() -> None:
         rows.append({"size": s, "generations": len(jobs[s]),
                      "plain_s": plain and round(plain[s]["seconds"], 3),
                      "ours_s": round(ours[s]["seconds"], 3),
+                     "batched_s": batched and round(batched[s]["seconds"], 3),
                      "ratio": plain and round(plain[s]["seconds"] / ours[s]["seconds"], 2),
+                     "ratio_batched": batched and round(batched[s]["seconds"] / ours[s]["seconds"], 2),
                      "ours_sampling_s": round(ours[s]["sampling_seconds"], 3),
                      "batch": ours[s]["batch"],
                      "unet_tflop_per_sample": float(f"{flops[s] / 1e12:.4g}"),
@@ -167,14 +196,16 @@ def main() -> None:
     total = {"plain_s": plain and round(sum(plain[s]["seconds"] for s in sizes), 3),
              "ours_s": round(sum(ours[s]["seconds"] for s in sizes), 3),
              "ours_sampling_s": round(sum(ours[s]["sampling_seconds"] for s in sizes), 3)}
+    total["batched_s"] = batched and round(sum(batched[s]["seconds"] for s in sizes), 3)
     total["ratio"] = plain and round(total["plain_s"] / total["ours_s"], 2)
+    total["ratio_batched"] = batched and round(total["batched_s"] / total["ours_s"], 2)
     total["unet_tflops_achieved"] = round(total_work / total["ours_sampling_s"] / 1e12, 3)
     total["fraction_of_peak"] = peak and round(total["unet_tflops_achieved"] / peak, 3)
     result = {"device": device, "peak_tflops_fp16_dense": peak, "shape": args.shape,
               "dtype": str(comps.dtype).removeprefix("torch."), "torch": torch.__version__,
               "diffusers": diffusers.__version__, "steps": steps, "guidance": spec.sampling["guidance"],
               "per_size": args.per_size, "rows": rows, "total": total}
-    cols = ["size", "generations", "plain_s", "ours_s", "ratio", "batch", "unet_tflops_achieved",
+    cols = ["size", "generations", "plain_s", "batched_s", "ours_s", "ratio", "ratio_batched", "batch", "unet_tflops_achieved",
             "fraction_of_peak", "plain_peak_gib", "ours_peak_gib"]
     print(f"# {args.shape} on {device}, {result['dtype']}, torch {torch.__version__}, "
           f"diffusers {diffusers.__version__}; {steps} steps, CFG {spec.sampling['guidance']}")
@@ -182,17 +213,13 @@ def main() -> None:
     for r in rows:
         print(" ".join(f"{'-' if r[c] is None else r[c]!s:>12s}" for c in cols))
     print(f"{'total':>12s} {sum(len(j) for j in jobs.values())!s:>12s} "
-          f"{total['plain_s'] or '-'!s:>12s} {total['ours_s']!s:>12s} {total['ratio'] or '-'!s:>12s}"
-          f" {'':>12s} {total['unet_tflops_achieved']!s:>12s} {total['fraction_of_peak'] or '-'!s:>12s}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+          f"{total['plain_s'] or '-'!s:>12s} {total['batched_s'] or '-'!s:>12s} "
+          f"{total['ours_s']!s:>12s} {total['ratio'] or '-'!s:>12s} "
+          f"{total['ratio_batched'] or '-'!s:>12s} {'':>12s} {total['unet_tflops_achieved']!s:>12s}"
+          f" {total['fraction_of_peak'] or '-'!s:>12s}")
     tag = f"{args.shape}-{'cuda' if comps.device.startswith('cuda') else 'cpu'}"
-    (out / f"sd15_workload-{tag}.json").write_text(json.dumps(result, indent=1) + "\n")
-    with open(out / f"sd15_workload-{tag}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-
+    write_results(args.out, f"sd15_workload-{tag}", {k: v for k, v in result.items() if k != "rows"},
+                  rows)
 
 if __name__ == "__main__":
     main()

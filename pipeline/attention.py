@@ -180,3 +180,10 @@ def install(unet, variant: str, geometry: dict, width: int, height: int, probe=N
             processors[f"{name}.processor"] = installed[name] = proc
     unet.set_attn_processor(processors)
     return installed
+
+
+def restore(unet) -> None:
+    """Give every layer the model's own processor back (after a variant or a probe)."""
+    original = getattr(unet, "_original_attn_processors", None)
+    if original is not None:
+        unet.set_attn_processor(dict(original))

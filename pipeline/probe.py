@@ -97,8 +97,7 @@ def measure(comps, spec, gens: list) -> list[dict]:
     except _Stop:
         pass
     finally:
-        attention.install(comps.unet, "usual", comps.info["geometry"], gens[0].width,
-                          gens[0].height)
+        attention.restore(comps.unet)
     geometry = comps.info["geometry"]
     return [{**probe.result(i, geometry["unet_levels"]), "step": p["step"], "sigma": calls[-1],
              "train_size": geometry["train_size"]} for i in range(len(gens))]

@@ -51,17 +51,22 @@ def encode_prompts(comps, texts: list[str]) -> torch.Tensor:
     return torch.stack([cache[t] for t in texts])
 
 
-def cfg_denoiser(comps, cond: torch.Tensor, uncond: torch.Tensor, guidance: float):
-    """Wrap the eps-predicting UNet as a denoiser D(x, sigma) with classifier-free guidance."""
-    # sigmas stay on the CPU: the step arithmetic and the timestep lookup never wait on the GPU
+def cfg_denoiser(comps, cond: torch.Tensor, uncond: torch.Tensor, guidance: float,
+                 sigmas: torch.Tensor):
+    """Wrap the eps-predicting UNet as a denoiser D(x, sigma) with classifier-free guidance, for
+    the sigmas of one sampling run. The sigmas stay on the CPU (the step arithmetic never waits on
+    the GPU); their timesteps go to the device once, in one copy, and each step indexes them, so
+    no UNet call starts with a blocking host-to-device copy."""
     log_sigmas = schedule.training_sigmas(comps.scheduler_config).log()
+    timesteps = schedule.sigma_to_t(sigmas, log_sigmas).to(comps.device)
+    index = {float(s): i for i, s in enumerate(sigmas.tolist())}
     context = torch.cat([uncond, cond])
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         c_in = 1 / (sigma ** 2 + 1).sqrt()
-        t = schedule.sigma_to_t(sigma, log_sigmas)
+        t = timesteps[index[float(sigma)]]
         inp = (torch.cat([x, x]) * c_in).to(comps.dtype, memory_format=comps.memory_format)
-        eps = comps.unet(inp, t.to(comps.device), encoder_hidden_states=context).sample.float()
+        eps = comps.unet(inp, t, encoder_hidden_states=context).sample.float()
         eps_uncond, eps_cond = eps.chunk(2)
         eps = eps_uncond + guidance * (eps_cond - eps_uncond)
         return x - sigma * eps
@@ -90,14 +95,17 @@ def prepare(comps, spec, gens: list, probe=None):
     cond = torch.stack([embedded[spec.prompts[g.prompt]] for g in gens])
     uncond = embedded[s["negative_prompt"]].expand_as(cond)
     x = torch.stack([initial_noise(g, geometry) for g in gens]).to(comps.device) * sigmas[0]
-    return cfg_denoiser(comps, cond, uncond, s["guidance"]), x, sigmas
+    return cfg_denoiser(comps, cond, uncond, s["guidance"], sigmas), x, sigmas
 
 
 @torch.no_grad()
 def sample(comps, spec, gens: list) -> torch.Tensor:
     """Sample a batch of generations of one size and one attention variant; fp32 latents [B,4,h,w]."""
-    denoise, x, sigmas = prepare(comps, spec, gens)
-    return SAMPLERS[spec.sampling["sampler"]](denoise, x, sigmas).float().cpu()
+    try:
+        denoise, x, sigmas = prepare(comps, spec, gens)
+        return SAMPLERS[spec.sampling["sampler"]](denoise, x, sigmas).float().cpu()
+    finally:  # the loaded model is shared across tasks: leave it with its own processors
+        attention.restore(comps.unet)
 
 
 # --- the `sample:<size>` task ------------------------------------------------------------------
@@ -169,6 +177,7 @@ def bytes_per_generation(comps, width: int, height: int) -> int:
     x = torch.zeros(2, g["latent_channels"], height // f, width // f, device=comps.device,
                     dtype=comps.dtype).to(memory_format=comps.memory_format)
     ctx = torch.zeros(2, 77, g["cross_attention_dim"], device=comps.device, dtype=comps.dtype)
+    attention.restore(comps.unet)  # measure the model's own attention, whatever ran before
     worst = 0
     for run in (lambda: comps.unet(x, torch.tensor(500.0, device=comps.device),
                                    encoder_hidden_states=ctx),

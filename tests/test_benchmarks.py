@@ -31,8 +31,8 @@ def test_workload_benchmark_harness(tmp_path):
     assert (tmp_path / "sd15_workload-preview-cpu.csv").read_text().startswith("size,")
 
 
-def test_attention_variant_benchmark_harness():
-    out = run("attention_variants.py", "--size", "256", "--repeats", "1")
+def test_attention_variant_benchmark_harness(tmp_path):
+    out = run("attention_variants.py", "--size", "256", "--repeats", "1", "--out", str(tmp_path))
     lines = [line.split() for line in out.splitlines() if line and not line.startswith("#")]
     assert lines[0][:3] == ["variant", "s/forward", "vs"]
     assert [row[0] for row in lines[1:]] == ["usual", "logit-scale", "topk-denominator",

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One GPU session's measurements (issue 11), in one call on the device machine:
+#   bash benchmarks/gpu_run.sh OUTDIR
+# 1. a clean `doit` of the whole article on random weights of SD 1.5's exact architecture, with
+#    every task's wall time (doit's JSON reporter) and the peak GPU memory (nvidia-smi, polled);
+# 2. CPU (fp32) against GPU (fp16) latents, and a GPU rerun's bytes (cpu_gpu_parity.py);
+# 3. the article's workload against plain diffusers (sd15_workload.py);
+# 4. the attention variants at 768² (attention_variants.py).
+set -u
+out=${1:?usage: gpu_run.sh OUTDIR}
+mkdir -p "$out" benchmarks/results
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-}:$PWD
+nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 200 > "$out/gpu_mem.txt" &
+poll=$!
+python3 -c "from pipeline import preview_model; preview_model.build('/tmp/sd15', shape='sd15')"
+start=$(date +%s)
+timeout "${E2E_LIMIT:-260}" python3 -m doit --reporter json model=/tmp/sd15 device=cuda \
+  > "$out/doit.json" 2> "$out/doit.err"
+echo "doit rc=$? in $(( $(date +%s) - start )) s"
+kill $poll
+python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+mem = [int(x) for x in open(f"{out}/gpu_mem.txt").read().split() if x.isdigit()]
+print(f"peak GPU memory during doit: {max(mem or [0])} MiB (nvidia-smi, every 200 ms)")
+try:
+    r = json.load(open(f"{out}/doit.json"))
+    for t in r["tasks"]:
+        print(f"{t['name']:40s} {t['result']:8s} {float(t.get('elapsed') or 0):8.2f} s")
+except Exception as e:
+    print("no doit report:", e, open(f"{out}/doit.err").read()[-3000:])
+PY
+tail -20 "$out/doit.err"
+cd benchmarks
+timeout 120 python3 cpu_gpu_parity.py --shapes preview,sd15 --sizes 256,512
+timeout 150 python3 sd15_workload.py --rounds 2
+timeout 60 python3 attention_variants.py --shape sd15 --device cuda --size 768 --batch 4
+cp results/* "$out/" 2>/dev/null
