@@ -64,7 +64,12 @@ SD15 = {
     "text": dict(TEXT, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
                  num_attention_heads=12, projection_dim=768),
 }
-SHAPES = {"preview": {"unet": UNET, "vae": VAE, "text": TEXT}, "sd15": SD15}
+# The trained miniature (pipeline/train.py): the preview's cheap full-resolution level (32
+# channels, no self-attention there, unlike SD 1.5) with wider inner levels, where compute is cheap.
+MINI = {"unet": dict(UNET, block_out_channels=(32, 64, 128, 128)), "vae": VAE,
+        "text": dict(TEXT, hidden_size=64, intermediate_size=128, projection_dim=64)}
+MINI["unet"]["cross_attention_dim"] = 64
+SHAPES = {"preview": {"unet": UNET, "vae": VAE, "text": TEXT}, "mini": MINI, "sd15": SD15}
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -95,39 +100,62 @@ def tokenizer_files() -> tuple[bytes, bytes]:
     return json_bytes(vocab), b"#version: 0.2\n"
 
 
-def build(out: str | Path, shape: str = "preview") -> Path:
-    """Build the preview model (or, with shape="sd15", a random model of SD 1.5's full size)
-    into `out` in diffusers layout; returns the directory."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    out = Path(out)
+def write_tokenizer(directory: Path) -> Path:
+    """The byte-level CLIP tokenizer's files, loadable with CLIPTokenizer.from_pretrained."""
     vocab, merges = tokenizer_files()
-    n_vocab = len(json.loads(vocab))
+    atomic_write(directory / "vocab.json", vocab)
+    atomic_write(directory / "merges.txt", merges)
+    atomic_write(directory / "tokenizer_config.json", json_bytes({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77,
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "do_lower_case": True}))
+    return directory
+
+
+def text_config(config: dict):
+    """CLIPTextConfig for the byte-level tokenizer of `tokenizer_files`."""
+    from transformers import CLIPTextConfig
+
+    n_vocab = len(json.loads(tokenizer_files()[0]))
+    return CLIPTextConfig(vocab_size=n_vocab, bos_token_id=n_vocab - 2, eos_token_id=n_vocab - 1,
+                          pad_token_id=n_vocab - 1, **config)
+
+
+def build(out: str | Path, shape: str = "preview") -> Path:
+    """Build a random-weights model (the preview architecture, "mini", the trained miniature's
+    architecture, or "sd15", SD 1.5's full size) into `out` in diffusers layout."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
     config = SHAPES[shape]
     torch.manual_seed(SEED)
     unet = UNet2DConditionModel(**config["unet"])
     vae = AutoencoderKL(**config["vae"])
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=n_vocab, bos_token_id=n_vocab - 2,
-                                        eos_token_id=n_vocab - 1, pad_token_id=n_vocab - 1,
-                                        **config["text"]))
+    text = CLIPTextModel(text_config(config["text"]))
+    return save(out, unet, vae, text, NAME if shape == "preview" else f"random-{shape}")
+
+
+def save(out: str | Path, unet, vae, text, name: str, extra: dict[str, bytes] | None = None,
+         dtype=None) -> Path:
+    """Save the three networks, the tokenizer and SD 1.5's scheduler config into `out` in
+    diffusers layout (written beside it, then swapped in whole). `extra` adds files (relative
+    path -> bytes); `dtype` converts the weights for storage (e.g. torch.float16)."""
+    import shutil
+
+    out = Path(out)
     tmp = out.with_name(out.name + ".partial")
     if tmp.exists():
-        import shutil
         shutil.rmtree(tmp)
-    unet.save_pretrained(tmp / "unet")
-    vae.save_pretrained(tmp / "vae")
-    text.save_pretrained(tmp / "text_encoder")
-    atomic_write(tmp / "tokenizer" / "vocab.json", vocab)
-    atomic_write(tmp / "tokenizer" / "merges.txt", merges)
-    atomic_write(tmp / "tokenizer" / "tokenizer_config.json", json_bytes({
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77,
-        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
-        "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>", "do_lower_case": True}))
+    for net, sub in ((unet, "unet"), (vae, "vae"), (text, "text_encoder")):
+        if dtype is not None:
+            import copy
+            net = copy.deepcopy(net).to(dtype)
+        net.save_pretrained(tmp / sub)
+    write_tokenizer(tmp / "tokenizer")
     atomic_write(tmp / "scheduler" / "scheduler_config.json", json_bytes(SCHEDULER))
     atomic_write(tmp / "model_index.json", json_bytes({
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",
-        "_name_or_path": NAME if shape == "preview" else f"random-{shape}", "preview": True,
+        "_name_or_path": name, "preview": True,
         "scheduler": ["diffusers", "PNDMScheduler"],
         "text_encoder": ["transformers", "CLIPTextModel"],
         "tokenizer": ["transformers", "CLIPTokenizer"],
@@ -135,8 +163,9 @@ def build(out: str | Path, shape: str = "preview") -> Path:
         "vae": ["diffusers", "AutoencoderKL"],
         "safety_checker": [None, None], "feature_extractor": [None, None],
         "requires_safety_checker": False}))
+    for rel, data in (extra or {}).items():
+        atomic_write(tmp / rel, data)
     if out.exists():
-        import shutil
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out

@@ -1,0 +1,379 @@
+"""Training the preview miniature: an SD-1.5-shaped model trained on portraits the pipeline renders.
+
+Two stages, as SD itself was made:
+1. `AutoencoderKL` (4 latent channels, 8x factor) on random crops of rendered portraits: MSE
+   reconstruction plus a small KL term. Its `scaling_factor` is set, as SD's 0.18215 was, to one
+   over the standard deviation of the latents it produces.
+2. `UNet2DConditionModel` (SD 1.5's level structure, pipeline/preview_model.py MINI) with a CLIP
+   text encoder trained alongside it, on the encoded 512x512 portraits: epsilon prediction on SD
+   1.5's scaled-linear 1000-step schedule, the caption dropped (replaced by "") CAPTION_DROPOUT of
+   the time so that classifier-free guidance against the empty prompt means what it means in SD.
+   The weights kept are an exponential moving average.
+
+Every random draw (data, crops, timesteps, noise) is seeded by (seed, step), so a run stopped at
+a checkpoint and resumed gives the run that was never stopped. `run` writes the model in
+diffusers layout (fp16 weights) with `training.json`: the provenance and the loss curves.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from . import portraits, preview_model  # noqa: E402
+from .files import atomic_write, json_bytes  # noqa: E402
+
+CAPTION_DROPOUT = 0.1
+
+
+@dataclass
+class Settings:
+    seed: int = 0
+    images: int = 6000          # rendered 512x512 portraits the UNet trains on
+    vae_images: int = 1500      # of those, the first ones, for the VAE
+    vae_steps: int = 1500
+    vae_batch: int = 32
+    vae_crop: int = 256
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    unet_steps: int = 8000
+    unet_batch: int = 64
+    unet_lr: float = 1e-3
+    warmup: int = 200
+    ema: float = 0.999
+    checkpoint_every: int = 500
+
+
+def _progress(total: int, initial: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, disable=None, dynamic_ncols=True)
+
+
+def _rng(seed: int, *keys: int) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed(int(np.random.SeedSequence([seed, *keys])
+                                                  .generate_state(1)[0]))
+
+
+def render_images(captions: list[str], start: int, stop: int, seed: int,
+                  workers: int = 0) -> tuple[list[str], np.ndarray]:
+    """Items start..stop of the training set: captions and uint8 [N, 512, 512, 3] images."""
+    args = [(captions, i, seed) for i in range(start, stop)]
+    if workers > 1:
+        from multiprocessing import get_context
+
+        with get_context("fork").Pool(workers) as pool:
+            items = pool.starmap(portraits.dataset_item, args, chunksize=16)
+    else:
+        items = [portraits.dataset_item(*a) for a in args]
+    return [c for c, _ in items], np.stack([im for _, im in items])
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> float NCHW in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+def lr_at(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(total - warmup, 1)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def _autocast(device: str):
+    if device.startswith("cuda"):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    import contextlib
+    return contextlib.nullcontext()
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    atomic_write(path, buf.getvalue())
+
+
+def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
+              deadline: float) -> tuple[list, bool]:
+    """Stage 1. Returns the loss curve and whether the stage finished."""
+    ckpt = work / "vae.pt"
+    opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
+    step, curve = 0, []
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device)
+        vae.load_state_dict(state["vae"])
+        opt.load_state_dict(state["opt"])
+        step, curve = state["step"], state["curve"]
+    vae.train()
+    bar = _progress(s.vae_steps, step, "vae")
+    n, side = len(images), images.shape[1]
+    while step < s.vae_steps:
+        g = _rng(s.seed, 1, step)
+        idx = torch.randint(n, (s.vae_batch,), generator=g).numpy()
+        ys = torch.randint(side - s.vae_crop + 1, (s.vae_batch,), generator=g).tolist()
+        xs = torch.randint(side - s.vae_crop + 1, (s.vae_batch,), generator=g).tolist()
+        crops = np.stack([images[i, y:y + s.vae_crop, x:x + s.vae_crop]
+                          for i, y, x in zip(idx, ys, xs)])
+        x = to_tensor(crops).to(device)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, s.vae_lr, s.warmup, s.vae_steps)
+        with _autocast(device):
+            posterior = vae.encode(x).latent_dist
+            z = posterior.mean + posterior.std * torch.randn(
+                posterior.mean.shape, generator=g).to(device)
+            rec = vae.decode(z).sample
+        mse = torch.nn.functional.mse_loss(rec.float(), x)
+        loss = mse + s.kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+        if step % 25 == 0 or step == s.vae_steps:
+            curve.append([step, round(mse.item(), 6)])
+            bar.set_postfix(mse=f"{mse.item():.5f}")
+        bar.update(1)
+        if step % s.checkpoint_every == 0 or step == s.vae_steps or time.time() > deadline:
+            _save_checkpoint(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(),
+                                    "step": step, "curve": curve})
+            if time.time() > deadline and step < s.vae_steps:
+                bar.close()
+                return curve, False
+    bar.close()
+    vae.eval()
+    return curve, True
+
+
+@torch.no_grad()
+def encode(vae, images: np.ndarray, device: str, batch: int = 32) -> torch.Tensor:
+    """The posterior means of the images (unscaled), fp32 on the CPU."""
+    out = []
+    for i in range(0, len(images), batch):
+        x = to_tensor(images[i:i + batch]).to(device)
+        out.append(vae.encode(x).latent_dist.mean.float().cpu())
+    return torch.cat(out)
+
+
+def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: torch.Tensor,
+               caption_index: torch.Tensor, s: Settings, device: str, work: Path,
+               deadline: float) -> tuple[list, bool, int]:
+    """Stage 2: epsilon prediction with caption dropout; returns (loss curve, finished, step)."""
+    from . import schedule
+
+    sig = schedule.training_sigmas(preview_model.SCHEDULER).float()
+    alphas = (1 / (1 + sig ** 2)).to(device)  # alphas_cumprod
+    ckpt = work / "unet.pt"
+    params = list(unet.parameters()) + list(text.parameters())
+    opt = torch.optim.AdamW(params, lr=s.unet_lr, weight_decay=0.01)
+    ema = [p.detach().clone() for p in params]
+    step, curve = 0, []
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location=device)
+        unet.load_state_dict(state["unet"])
+        text.load_state_dict(state["text"])
+        opt.load_state_dict(state["opt"])
+        ema = [e.to(device) for e in state["ema"]]
+        step, curve = state["step"], state["curve"]
+    unet.train()
+    text.train()
+    bar = _progress(s.unet_steps, step, "unet")
+    n = len(latents)
+    running = None
+    while step < s.unet_steps:
+        g = _rng(s.seed, 2, step)
+        idx = torch.randint(n, (s.unet_batch,), generator=g)
+        drop = torch.rand(s.unet_batch, generator=g) < CAPTION_DROPOUT
+        t = torch.randint(len(sig), (s.unet_batch,), generator=g)
+        noise = torch.randn((s.unet_batch, *latents.shape[1:]), generator=g)
+        x0 = latents[idx].to(device)
+        ids = torch.where(drop[:, None], empty[None], tokens[caption_index[idx]]).to(device)
+        noise, t = noise.to(device), t.to(device)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, s.unet_lr, s.warmup, s.unet_steps)
+        with _autocast(device):
+            context = text(ids)[0]
+            pred = unet(xt, t, encoder_hidden_states=context).sample
+        loss = torch.nn.functional.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(s.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
+        step += 1
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        if step % 25 == 0 or step == s.unet_steps:
+            curve.append([step, round(running, 6)])
+            bar.set_postfix(loss=f"{running:.4f}")
+        bar.update(1)
+        if step % s.checkpoint_every == 0 or step == s.unet_steps or time.time() > deadline:
+            _save_checkpoint(ckpt, {"unet": unet.state_dict(), "text": text.state_dict(),
+                                    "opt": opt.state_dict(), "ema": ema, "step": step,
+                                    "curve": curve})
+            if time.time() > deadline and step < s.unet_steps:
+                break
+    bar.close()
+    with torch.no_grad():  # keep the averaged weights
+        for p, e in zip(params, ema):
+            p.copy_(e)
+    unet.eval()
+    text.eval()
+    return curve, step >= s.unet_steps, step
+
+
+def _steps_per_second(unet, text, tokens, empty, latents, caption_index, s: Settings,
+                      device: str) -> float:
+    """UNet training steps per second on this device, timed on throwaway copies."""
+    import copy
+    import tempfile
+
+    probe = Settings(**{**asdict(s), "unet_steps": 30, "checkpoint_every": 10**9})
+    with tempfile.TemporaryDirectory() as d:
+        u, t = copy.deepcopy(unet), copy.deepcopy(text)
+        train_unet(u, t, tokens, empty, latents, caption_index,
+                   Settings(**{**asdict(probe), "unet_steps": 5}), device, Path(d), float("inf"))
+        Path(d, "unet.pt").unlink()
+        u, t = copy.deepcopy(unet), copy.deepcopy(text)
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start = time.time()
+        train_unet(u, t, tokens, empty, latents, caption_index, probe, device, Path(d),
+                   float("inf"))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        return probe.unet_steps / (time.time() - start)
+
+
+def tokenize(captions: list[str]) -> torch.Tensor:
+    """Token ids [N, 77] of the captions, with the tokenizer the saved model ships."""
+    import tempfile
+
+    from transformers import CLIPTokenizer
+
+    with tempfile.TemporaryDirectory() as d:
+        tok = CLIPTokenizer.from_pretrained(preview_model.write_tokenizer(Path(d)),
+                                            model_max_length=77)
+        return tok(captions, padding="max_length", truncation=True, max_length=77,
+                   return_tensors="pt").input_ids
+
+
+def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = None,
+        device: str = "auto", work: str | Path = "build/train", time_limit: float | None = None,
+        workers: int | None = None, fit_seconds: float | None = None) -> dict:
+    """Train (or resume) the miniature and save it to `out`. Returns the training record; its
+    "finished" is False if `time_limit` seconds ran out first (run again to resume)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from . import model as modelmod
+
+    s = settings or Settings()
+    device = modelmod.pick_device(device)
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    deadline = started + (time_limit or float("inf"))
+    fit_until = started + fit_seconds if fit_seconds else None
+    workers = workers if workers is not None else min(16, os.cpu_count() or 1)
+    torch.manual_seed(s.seed)
+    config = preview_model.MINI
+    vae = AutoencoderKL(**config["vae"]).to(device)
+    unet = UNet2DConditionModel(**config["unet"]).to(device)
+    text = CLIPTextModel(preview_model.text_config(config["text"])).to(device)
+    captions_all = portraits.training_captions(prompts)
+
+    t0 = time.time()
+    caps, images = render_images(captions_all, 0, s.vae_images, s.seed, workers)
+    render_s = time.time() - t0
+    vae_curve, done = train_vae(vae, images, s, device, work, deadline)
+    record = {"settings": asdict(s), "device": _device_name(device), "torch": torch.__version__,
+              "renderer_version": portraits.VERSION, "captions": captions_all,
+              "vae_curve": vae_curve}
+    if not done:
+        return {**record, "finished": False, "stage": "vae"}
+    vae.requires_grad_(False)
+
+    t0 = time.time()
+    latents, caption_index = [encode(vae, images, device)], [caps]
+    for start in range(s.vae_images, s.images, 1000):
+        caps, imgs = render_images(captions_all, start, min(start + 1000, s.images), s.seed,
+                                   workers)
+        latents.append(encode(vae, imgs, device))
+        caption_index.append(caps)
+    latents = torch.cat(latents)
+    scaling = 1 / latents.std().item()
+    vae.register_to_config(scaling_factor=round(scaling, 5))
+    latents = latents * vae.config.scaling_factor
+    order = {c: i for i, c in enumerate(captions_all)}
+    caption_index = torch.tensor([order[c] for cs in caption_index for c in cs])
+    encode_s = time.time() - t0 + render_s
+
+    tokens = tokenize(captions_all)
+    empty = tokenize([""])[0]
+    if fit_until is not None:  # choose the step count that ends by then (recorded; reproducible)
+        rate = _steps_per_second(unet, text, tokens, empty, latents, caption_index, s, device)
+        s.unet_steps = max(100, int((fit_until - time.time()) * rate * 0.9) // 100 * 100)
+        record["settings"] = asdict(s)
+        print(f"{rate:.1f} UNet steps/s: training {s.unet_steps} steps", flush=True)
+    unet_curve, done, step = train_unet(unet, text, tokens, empty, latents, caption_index, s,
+                                        device, work, deadline)
+    record.update({"unet_curve": unet_curve, "unet_steps_done": step,
+                   "scaling_factor": vae.config.scaling_factor,
+                   "final_loss": unet_curve[-1][1] if unet_curve else None,
+                   "vae_final_mse": vae_curve[-1][1] if vae_curve else None,
+                   "render_and_encode_seconds": round(encode_s, 1)})
+    if not done:
+        return {**record, "finished": False, "stage": "unet"}
+    record.update({"finished": True, "wall_seconds": round(time.time() - started, 1)})
+    extra = {"training.json": json_bytes(record)}
+    preview_model.save(out, unet, vae.float(), text, "preview-sd15-miniature", extra,
+                       dtype=torch.float16)
+    return record
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
+
+
+def main() -> None:
+    import argparse
+    import tomllib
+
+    ap = argparse.ArgumentParser(description="Train the preview miniature (resumable).")
+    ap.add_argument("--out", default="models/preview")
+    ap.add_argument("--spec", default="figures.toml")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--work", default="build/train")
+    ap.add_argument("--time-limit", type=float, default=None)
+    ap.add_argument("--fit-seconds", type=float, default=None,
+                    help="choose --unet-steps so that training ends this long after the start")
+    for f, v in asdict(Settings()).items():
+        ap.add_argument(f"--{f.replace('_', '-')}", type=type(v), default=v)
+    args = ap.parse_args()
+    settings = Settings(**{f: getattr(args, f) for f in asdict(Settings())})
+    with open(args.spec, "rb") as fh:
+        prompts = tomllib.load(fh)["prompts"]
+    record = run(args.out, prompts, settings, args.device, args.work, args.time_limit,
+                 fit_seconds=args.fit_seconds)
+    print(json.dumps({k: v for k, v in record.items() if not k.endswith("curve")
+                      and k != "captions"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Sample a trained model at several sizes and run the detector over the decodes (prints figures).
+
+    python scripts/quick_eval.py MODEL_DIR [--sizes 256,512,768] [--seeds 16] [--device auto] [--out DIR]
+
+A quick look while training; the article's own measurement is the evaluation stage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--sizes", default="200,256,512,768")
+    ap.add_argument("--seeds", type=int, default=16)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    import numpy as np
+    from PIL import Image
+
+    from pipeline import decode, detector, files, geometry, model, portraits, sampling
+    from pipeline import spec as specmod
+
+    spec = specmod.load(ROOT / "figures.toml")
+    directory = Path(args.model)
+    info = model.fingerprint(model.resolve(str(directory)), directory)
+    info["geometry"] = geometry.load(directory)
+    mj = Path("/tmp/quick_eval_model.json")
+    files.write_json(mj, info)
+    comps = model.load(str(mj), args.device)
+    with open(ROOT / "figures.toml", "rb") as fh:
+        prompts = tomllib.load(fh)["prompts"]
+    caps = portraits.training_captions(prompts)
+    ref = detector.reference([portraits.dataset_item(caps, i, 99)[1] for i in range(64)])
+    for size in (int(s) for s in args.sizes.split(",")):
+        gens = [specmod.Generation(p, 10_000 + i, size, size) for i in range(args.seeds)
+                for p in sorted(prompts)]
+        images = []
+        for i in range(0, len(gens), args.batch):
+            lat = sampling.sample(comps, spec, gens[i:i + args.batch])
+            images += [np.asarray(decode.to_pil(x)) for x in decode.vae(lat, comps.vae)]
+        res = [detector.analyse(im, ref) for im in images]
+        counts = np.bincount([r["characters"] for r in res], minlength=4)
+        one = np.mean([r["characters"] == 1 for r in res])
+        two = np.mean([r["characters"] >= 2 for r in res])
+        err = np.mean([r["colour_error"] for r in res])
+        print(f"{size}: n={len(res)} exactly-one {one:.2f} two-plus {two:.2f} counts {counts.tolist()}"
+              f" colour_error {err:.2f} sat {np.mean([r['saturation'] for r in res]):.3f}"
+              f" contrast {np.mean([r['contrast'] for r in res]):.3f}"
+              f" clipped {np.mean([r['clipped'] for r in res]):.3f}", flush=True)
+        if args.out:
+            k = 8
+            thumbs = [Image.fromarray(im).resize((128, 128)) for im in images[:32]]
+            sheet = Image.new("RGB", (128 * k, 128 * ((len(thumbs) + k - 1) // k)))
+            for j, t in enumerate(thumbs):
+                sheet.paste(t, ((j % k) * 128, (j // k) * 128))
+            Path(args.out).mkdir(parents=True, exist_ok=True)
+            sheet.save(Path(args.out) / f"sheet-{size}.png")
+
+
+if __name__ == "__main__":
+    main()
