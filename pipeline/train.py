@@ -289,6 +289,9 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     deadline = started + (time_limit or float("inf"))
     fit_until = started + fit_seconds if fit_seconds else None
     workers = workers if workers is not None else min(16, os.cpu_count() or 1)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(s.seed)
     config = preview_model.MINI
     vae = AutoencoderKL(**config["vae"]).to(device)
