@@ -41,12 +41,15 @@ APPROX = BUILD / "approx" / "decoder.safetensors"
 APPROX_JSON = APPROX.with_suffix(".json")
 DATA = BUILD / "data" / "article.json"
 MANIFEST = IMAGES / "manifest.json"
+MEASURE = BUILD / "measure.json"
 SITE_INDEX = Path("public/index.html")
 
 try:
     spec = specmod.load(SPEC)
     model_ref = model.resolve(MODEL)
     model.check_vae_arg(VAE)
+    if model_ref.preview and "train" not in sys.argv[1:]:
+        model.check_shipped()
 except (specmod.SpecError, model.ModelError) as err:
     sys.exit(f"error: {err}")
 BUILD.mkdir(exist_ok=True)  # doit keeps its state in build/.doit.db
@@ -78,12 +81,21 @@ def image(name: str) -> str:
 
 
 def task_model():
-    """Build the preview model (or locate the real one) and record its fingerprint and geometry."""
-    deps = code("model", "geometry") + (code("preview_model") if model_ref.preview else [])
+    """Check the shipped preview model (or locate the real one); record its fingerprint and geometry."""
+    deps = code("model", "geometry")
+    deps += [str(model.PREVIEW_DIR / model.PREVIEW_SUMS)] if model_ref.preview else []
     return {"actions": [(call, ["model:prepare", model_ref.arg, MODEL_JSON])],
             "file_dep": deps, "targets": [str(MODEL_JSON)],
             "uptodate": [config_changed(model_ref.arg), lambda: model.is_current(MODEL_JSON)],
             "clean": True}
+
+
+def task_train():
+    """Train the preview miniature again into models/preview/ (not in the default build)."""
+    return {"actions": [(call, ["train:run_task", SPEC, model.PREVIEW_DIR, DEVICE,
+                                BUILD / "train"])],
+            "file_dep": code("train", "portraits", "preview_model"),
+            "uptodate": [False], "verbosity": 2}
 
 
 def task_sample():
@@ -190,14 +202,22 @@ def published_images() -> list[str]:
     return sorted(map(image, full)) + [image(im.thumb_file(w)) for im, w in spec.thumbs()]
 
 
+def task_measure():
+    """Count characters and measure colours in every VAE decode the article shows (detector)."""
+    ims = [image(im.file) for im in spec.decodes() if im.decoder == "vae"]
+    return {"actions": [(call, ["measure:run", SPEC, MODEL_JSON, IMAGES, MEASURE])],
+            "file_dep": [str(MODEL_JSON), *ims, *code("measure", "detector", "portraits")],
+            "targets": [str(MEASURE)], "clean": True}
+
+
 def task_emit():
     """Write the figure data Hugo renders and the image manifest (provenance and sha256)."""
     files = published_images() + [probe_file(g) for g in spec.probe_generations()]
     files += [str(VAE_JSON)] if spec.vae_anomaly else []
     return {"actions": [(call, ["emit:run", SPEC, MODEL_JSON, APPROX_JSON,
                                 "pipeline/approx_decoder.py", IMAGES, DATA, MANIFEST, PROBES,
-                                VAE_JSON])],
-            "file_dep": [SPEC, str(MODEL_JSON), str(APPROX_JSON), *files,
+                                VAE_JSON, MEASURE])],
+            "file_dep": [SPEC, str(MODEL_JSON), str(APPROX_JSON), str(MEASURE), *files,
                          *code("emit", "approx_decoder", "geometry", "plots")],
             "targets": [str(DATA), str(MANIFEST)], "clean": True}
 

@@ -172,8 +172,46 @@ def probe_summary(spec: Spec, probe_dir: str | Path) -> dict | None:
             "layer": first["histogram"]["layer"]}
 
 
+def percent(share: float) -> int:
+    return round(100 * share)
+
+
+def measure_summary(m: dict) -> dict:
+    """What the detector measured, in the units the prose quotes (percentages, 2 decimals)."""
+    if not m.get("applies"):
+        return {"applies": False}
+    out = {"applies": True, "detector": m["detector"], "sizes": {}}
+    for size, by in m["summary"].items():
+        out["sizes"][size] = {v: {"n": s["n"], "one_pct": percent(s["exactly_one"]),
+                                  "two_plus_pct": percent(s["two_plus"]),
+                                  "none_pct": percent(s["none"]),
+                                  "colour_error": round(s["colour_error"], 2),
+                                  "saturation": round(s["saturation"], 3),
+                                  "contrast": round(s["contrast"], 3)}
+                              for v, s in by.items()}
+    ref = m["reference"]
+    out["reference"] = {k: round(ref[k]["mean"], 3) for k in ref}
+    return out
+
+
+def training_summary(path: Path) -> dict | None:
+    """How the model was trained (the preview miniature records it beside its weights)."""
+    if not path.exists():
+        return None
+    t = read_json(path)
+    s = t["settings"]
+    return {"device": t["device"], "torch": t["torch"], "wall_minutes": round(t["wall_seconds"] / 60, 1),
+            "unet_steps": t["unet_steps_done"], "unet_batch": s["unet_batch"],
+            "unet_lr": s["unet_lr"], "vae_steps": s["vae_steps"], "images": s["images"],
+            "data_seed": s["seed"], "final_loss": round(t["final_loss"], 4),
+            "vae_mse": round(t["vae_final_mse"], 4), "scaling_factor": t["scaling_factor"],
+            "caption_dropout_pct": round(100 * t.get("caption_dropout", 0.1)),
+            "captions": len(t["captions"])}
+
+
 def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, images_dir: str,
-        out_data: str, out_manifest: str, probe_dir: str, vae_json: str) -> None:
+        out_data: str, out_manifest: str, probe_dir: str, vae_json: str,
+        measure_json: str) -> None:
     spec = specmod.load(spec_path)
     info = read_json(model_json)
     g = info["geometry"]
@@ -203,6 +241,8 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
         "prompts": spec.prompts,
         "approx": {"source": class_source(approx_source, "ApproxDecoder"), "fit": fit},
         "figures": figures,
+        "measure": measure_summary(read_json(measure_json)),
+        "training": training_summary(Path(info["dir"]) / "training.json"),
     }
     write_json(out_data, data)
     keep = set(manifest) | {im.file for im in spec.decodes()}

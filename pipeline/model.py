@@ -1,7 +1,8 @@
 """Model loading: resolve the `model=` argument, fingerprint it, and load its components.
 
-`model=preview` (the default) is the embedded preview model that pipeline/preview_model.py builds
-into build/models/. Anything else is a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)
+`model=preview` (the default) is the embedded preview model: the miniature of SD 1.5 that
+pipeline/train.py trains, shipped in models/preview/ with the sha256 of every file recorded in
+models/preview/SHA256SUMS (checked before anything is built). Anything else is a hub id (e.g. stable-diffusion-v1-5/stable-diffusion-v1-5)
 or a local directory in diffusers layout. Both go through the same `from_pretrained` calls.
 
 Resolution and fingerprinting are pure Python (dodo.py calls them at load time); torch and
@@ -20,7 +21,8 @@ from pathlib import Path
 from .files import read_json, sha256_file, write_json
 
 PREVIEW = "preview"
-PREVIEW_DIR = Path("build/models/preview")
+PREVIEW_DIR = Path("models/preview")
+PREVIEW_SUMS = "SHA256SUMS"
 COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 HUB_PATTERNS = ["model_index.json", "scheduler/*.json", "tokenizer/*", "text_encoder/config.json",
                 "text_encoder/model.safetensors", "unet/config.json",
@@ -70,6 +72,31 @@ def resolve(arg: str) -> ModelRef:
     return ModelRef(arg, "hub")
 
 
+def write_sums(directory: Path) -> None:
+    """Record the sha256 of every file of a model directory in its SHA256SUMS."""
+    from .files import atomic_write
+
+    lines = [f"{sha256_file(p)}  {p.relative_to(directory).as_posix()}"
+             for p in _weight_files(directory) if p.name != PREVIEW_SUMS]
+    atomic_write(directory / PREVIEW_SUMS, ("\n".join(lines) + "\n").encode())
+
+
+def check_shipped(directory: Path = PREVIEW_DIR) -> None:
+    """The shipped preview model is whole: every file SHA256SUMS names exists and matches."""
+    fix = "run `doit train` to train it again (see README), or restore it with git checkout"
+    sums = directory / PREVIEW_SUMS
+    if not sums.exists():
+        raise ModelError(f"the preview model's {sums} is missing; {fix}")
+    for line in sums.read_text().splitlines():
+        digest, rel = line.split(None, 1)
+        path = directory / rel
+        if not path.is_file():
+            raise ModelError(f"the preview model's file {path} is missing; {fix}")
+        if sha256_file(path) != digest:
+            raise ModelError(f"the preview model's file {path} is corrupt (its sha256 does not "
+                             f"match {sums}); {fix}")
+
+
 def local_dir(ref: ModelRef) -> Path:
     """The directory holding the model's files; fetches a hub model (needs network) once."""
     if ref.kind == PREVIEW:
@@ -117,9 +144,8 @@ def prepare(arg: str, out: str | Path) -> dict:
     """The `model` task: build the preview model if needed, fingerprint, record to `out`."""
     ref = resolve(arg)
     directory = local_dir(ref)
-    if ref.preview and not (directory / "model_index.json").exists():
-        from . import preview_model
-        preview_model.build(directory)
+    if ref.preview:
+        check_shipped(directory)
     previous = read_json(out) if Path(out).exists() else None
     if previous and previous.get("arg") != ref.arg:
         previous = None

@@ -305,6 +305,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     vae_curve, done = train_vae(vae, images, s, device, work, deadline)
     record = {"settings": asdict(s), "device": _device_name(device), "torch": torch.__version__,
               "renderer_version": portraits.VERSION, "captions": captions_all,
+              "caption_dropout": CAPTION_DROPOUT,
               "vae_curve": vae_curve}
     if not done:
         return {**record, "finished": False, "stage": "vae"}
@@ -345,7 +346,24 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     extra = {"training.json": json_bytes(record)}
     preview_model.save(out, unet, vae.float(), text, "preview-sd15-miniature", extra,
                        dtype=torch.float16)
+    modelmod.write_sums(Path(out))
     return record
+
+
+def run_task(spec_path: str, out: str, device: str, work: str) -> None:
+    """The `train` task: train again with the settings recorded beside the shipped weights (so
+    the same code and settings reproduce them), resuming from checkpoints in `work`."""
+    import tomllib
+
+    with open(spec_path, "rb") as fh:
+        prompts = tomllib.load(fh)["prompts"]
+    recorded = Path(out) / "training.json"
+    settings = Settings()
+    if recorded.exists():
+        settings = Settings(**json.loads(recorded.read_text())["settings"])
+    record = run(out, prompts, settings, device, work)
+    print(f"trained {record['unet_steps_done']} UNet steps on {record['device']} in "
+          f"{record.get('wall_seconds')} s; final loss {record['final_loss']}")
 
 
 def _device_name(device: str) -> str:

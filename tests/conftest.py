@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dodo.py", "figures.toml", "pipeline", "site", "content", "static/images/.gitkeep"]
+PROJECT_FILES = ["dodo.py", "figures.toml", "pipeline", "models", "site", "content",
+                 "static/images/.gitkeep"]
 
 
 def copy_project(dest: Path) -> Path:

@@ -1,0 +1,69 @@
+"""The `measure` task: run the detector (pipeline/detector.py) over every VAE decode the article
+shows, and summarise per size and attention variant, so that what the prose says the images show
+is measured on the images this build made.
+
+The detector knows the preview miniature's domain only (portraits rendered by
+pipeline/portraits.py): on any other model the stage records that it does not apply.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import detector, portraits, spec as specmod
+from .files import read_json, write_json
+
+REFERENCE_IMAGES = 64   # training renders the colour statistics are compared with
+REFERENCE_SEED = 99     # a seed of the renderer the training run did not use (it used 0)
+
+
+def reference(prompts: dict[str, str]) -> dict:
+    captions = portraits.training_captions(prompts)
+    return detector.reference(portraits.dataset_item(captions, i, REFERENCE_SEED)[1]
+                              for i in range(REFERENCE_IMAGES))
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Shares and means over one group of analysed images."""
+    n = len(rows)
+    counts = [r["characters"] for r in rows]
+    out = {"n": n, "exactly_one": sum(c == 1 for c in counts) / n,
+           "two_plus": sum(c >= 2 for c in counts) / n,
+           "none": sum(c == 0 for c in counts) / n,
+           "counts": [counts.count(k) for k in range(max(counts) + 1)]}
+    for key in (*detector.STATS, "colour_error"):
+        out[key] = float(np.mean([r[key] for r in rows]))
+    return out
+
+
+def run(spec_path: str, model_json: str, images_dir: str, out: str) -> None:
+    from PIL import Image
+
+    spec = specmod.load(spec_path)
+    info = read_json(model_json)
+    if info["kind"] != "preview":
+        write_json(out, {"applies": False, "model": info["id"]})
+        print("measure: the detector applies to the preview miniature only; skipped")
+        return
+    ref = reference(spec.prompts)
+    images, groups = {}, {}
+    for im in spec.decodes():
+        if im.decoder != "vae":
+            continue
+        with Image.open(Path(images_dir) / im.file) as img:
+            row = detector.analyse(img.convert("RGB"), ref)
+        images[im.file] = {**row, "size": im.gen.width, "attention": im.gen.attention}
+        groups.setdefault(f"{im.gen.width}", {}).setdefault(im.gen.attention, []).append(row)
+    summary = {size: {variant: summarise(rows) for variant, rows in by.items()}
+               for size, by in groups.items()}
+    trained = str(info["geometry"]["train_size"])
+    train = summary.get(trained, {}).get("usual")
+    write_json(out, {"applies": True, "model": info["id"], "detector": detector.VERSION,
+                     "renderer": portraits.VERSION, "reference": ref, "summary": summary,
+                     "trained": train, "images": images})
+    for size, by in sorted(summary.items(), key=lambda kv: int(kv[0])):
+        u = by.get("usual")
+        if u:
+            print(f"measure {size}: {u['n']} images, exactly one character {u['exactly_one']:.0%}, "
+                  f"two or more {u['two_plus']:.0%}, colour error {u['colour_error']:.2f}")

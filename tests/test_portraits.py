@@ -1,0 +1,88 @@
+"""The training data renderer and the detector for its domain."""
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline import detector, files, portraits, spec as specmod
+
+SPEC = specmod.load("figures.toml")
+CAPTIONS = portraits.training_captions(SPEC.prompts)
+
+
+def test_same_caption_and_seed_give_the_same_bytes():
+    a = files.png_bytes(portraits.render(SPEC.prompts["miko"], 7))
+    b = files.png_bytes(portraits.render(SPEC.prompts["miko"], 7))
+    c = files.png_bytes(portraits.render(SPEC.prompts["miko"], 8))
+    assert a == b and a != c
+    assert portraits.render(SPEC.prompts["miko"], 7).size == (portraits.SIZE, portraits.SIZE)
+    caption, item = portraits.dataset_item(CAPTIONS, 3, 0)
+    again = portraits.dataset_item(CAPTIONS, 3, 0)
+    assert caption == again[0] and np.array_equal(item, again[1])
+
+
+def test_the_articles_prompts_are_in_distribution():
+    miko = portraits.attributes(SPEC.prompts["miko"])
+    blonde = portraits.attributes(SPEC.prompts["blonde"])
+    assert miko == {"hair": "black", "long_hair": True, "outfit": "shrine", "scene": "oriental"}
+    assert blonde["hair"] == "blonde" and blonde["scene"] == "baroque"
+    assert set(SPEC.prompts.values()) <= set(CAPTIONS)
+    # the data really draws what the caption asks for: black hair is dark, blonde is light
+    img = np.asarray(portraits.render(SPEC.prompts["miko"], 1)).astype(int)
+    hair = np.abs(img - portraits.HAIR["black"]).sum(-1) < 60
+    assert hair.mean() > 0.02
+
+
+@pytest.mark.parametrize("caption", CAPTIONS)
+@pytest.mark.parametrize("characters", [0, 1, 2, 3])
+def test_detector_counts_rendered_characters(caption, characters):
+    for seed in range(3):
+        img = np.asarray(portraits.render_scene(caption, seed, characters))
+        assert detector.count_characters(img) == characters, (caption, seed)
+
+
+def test_every_training_portrait_holds_exactly_one_character():
+    counts = [detector.count_characters(portraits.dataset_item(CAPTIONS, i, 5)[1])
+              for i in range(80)]
+    assert counts == [1] * 80
+
+
+def test_a_skin_coloured_disc_without_eyes_is_not_a_head():
+    img = np.full((512, 512, 3), 60, np.uint8)
+    yy, xx = np.mgrid[:512, :512]
+    img[(yy - 200) ** 2 + (xx - 250) ** 2 < 70 ** 2] = portraits.SKIN
+    assert detector.count_characters(img) == 0
+    img[(yy - 190) ** 2 + (xx - 225) ** 2 < 10 ** 2] = (30, 20, 40)  # two eyes make it a face
+    img[(yy - 190) ** 2 + (xx - 275) ** 2 < 10 ** 2] = (30, 20, 40)
+    assert detector.count_characters(img) == 1
+
+
+def test_colour_error_separates_distorted_renders_from_clean_ones():
+    ref = detector.reference(portraits.dataset_item(CAPTIONS, i, 11)[1] for i in range(32))
+    clean = [portraits.dataset_item(CAPTIONS, i, 12)[1] for i in range(8)]
+    fried = [np.clip((im.astype(float) - 128) * 2.5 + 128, 0, 255).astype(np.uint8)
+             for im in clean]
+    washed = [(im.astype(float) * 0.4 + 90).astype(np.uint8) for im in clean]
+    err = lambda ims: np.mean([detector.analyse(im, ref)["colour_error"] for im in ims])  # noqa
+    assert err(clean) < 1.5
+    assert err(fried) > 3 * err(clean) and err(washed) > 2 * err(clean)
+    stats = detector.colour_stats(fried[0])
+    assert stats["clipped"] > detector.colour_stats(clean[0])["clipped"]
+
+
+def test_colour_statistics_on_known_images():
+    grey = np.full((8, 8, 3), 128, np.uint8)
+    assert detector.colour_stats(grey) == {"saturation": 0.0, "contrast": 0.0, "clipped": 0.0}
+    red = np.zeros((8, 8, 3), np.uint8)
+    red[..., 0] = 255
+    s = detector.colour_stats(red)
+    assert s["saturation"] == pytest.approx(1.0) and s["clipped"] == 1.0
+    half = np.zeros((8, 8, 3), np.uint8)
+    half[:4] = 255
+    assert detector.colour_stats(half)["contrast"] == pytest.approx(0.5)
+
+
+def test_detector_reads_an_image_file(tmp_path):
+    path = tmp_path / "x.png"
+    files.write_png(path, portraits.render_scene(SPEC.prompts["blonde"], 4, 2))
+    with Image.open(path) as img:
+        assert detector.analyse(img.convert("RGB"))["characters"] == 2
