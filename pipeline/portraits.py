@@ -177,7 +177,8 @@ def training_captions(prompts: dict[str, str]) -> list[str]:
     return [prompts[k] for k in sorted(prompts)] + EXTRA_CAPTIONS
 
 
-def dataset_item(captions: list[str], index: int, seed: int) -> tuple[str, np.ndarray]:
+def dataset_item(captions: list[str], index: int, seed: int,
+                 size: int = SIZE) -> tuple[str, np.ndarray]:
     """Item `index` of the training set drawn with `seed`: (caption, uint8 HxWx3 image). The
     article's prompts take most of it (each 30%), the extra captions share the rest."""
     rng = np.random.default_rng([seed, index])
@@ -187,4 +188,4 @@ def dataset_item(captions: list[str], index: int, seed: int) -> tuple[str, np.nd
         caption = captions[int(u / 0.6 * n_main)]
     else:
         caption = captions[n_main + int((u - 0.6) / 0.4 * len(EXTRA_CAPTIONS))]
-    return caption, np.asarray(render(caption, int(rng.integers(2**31))))
+    return caption, np.asarray(render(caption, int(rng.integers(2**31)), size))

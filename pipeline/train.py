@@ -37,7 +37,8 @@ CAPTION_DROPOUT = 0.1
 @dataclass
 class Settings:
     seed: int = 0
-    images: int = 6000          # rendered 512x512 portraits the UNet trains on
+    images: int = 6000          # rendered portraits the UNet trains on
+    size: int = 512             # their side (SD 1.5's trained size; smaller only for smoke tests)
     vae_images: int = 1500      # of those, the first ones, for the VAE
     vae_steps: int = 1500
     vae_batch: int = 32
@@ -63,10 +64,10 @@ def _rng(seed: int, *keys: int) -> torch.Generator:
                                                   .generate_state(1)[0]))
 
 
-def render_images(captions: list[str], start: int, stop: int, seed: int,
-                  workers: int = 0) -> tuple[list[str], np.ndarray]:
-    """Items start..stop of the training set: captions and uint8 [N, 512, 512, 3] images."""
-    args = [(captions, i, seed) for i in range(start, stop)]
+def render_images(captions: list[str], start: int, stop: int, seed: int, workers: int = 0,
+                  size: int = portraits.SIZE) -> tuple[list[str], np.ndarray]:
+    """Items start..stop of the training set: captions and uint8 [N, size, size, 3] images."""
+    args = [(captions, i, seed, size) for i in range(start, stop)]
     if workers > 1:
         from multiprocessing import get_context
 
@@ -140,7 +141,7 @@ def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
         loss.backward()
         opt.step()
         step += 1
-        if step % 25 == 0 or step == s.vae_steps:
+        if step % max(1, min(25, s.vae_steps // 20)) == 0 or step == s.vae_steps:
             curve.append([step, round(mse.item(), 6)])
             bar.set_postfix(mse=f"{mse.item():.5f}")
         bar.update(1)
@@ -216,7 +217,7 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
         step += 1
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % 25 == 0 or step == s.unet_steps:
+        if step % max(1, min(25, s.unet_steps // 20)) == 0 or step == s.unet_steps:
             curve.append([step, round(running, 6)])
             bar.set_postfix(loss=f"{running:.4f}")
         bar.update(1)
@@ -300,7 +301,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     captions_all = portraits.training_captions(prompts)
 
     t0 = time.time()
-    caps, images = render_images(captions_all, 0, s.vae_images, s.seed, workers)
+    caps, images = render_images(captions_all, 0, s.vae_images, s.seed, workers, s.size)
     render_s = time.time() - t0
     vae_curve, done = train_vae(vae, images, s, device, work, deadline)
     record = {"settings": asdict(s), "device": _device_name(device), "torch": torch.__version__,
@@ -315,7 +316,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     latents, caption_index = [encode(vae, images, device)], [caps]
     for start in range(s.vae_images, s.images, 1000):
         caps, imgs = render_images(captions_all, start, min(start + 1000, s.images), s.seed,
-                                   workers)
+                                   workers, s.size)
         latents.append(encode(vae, imgs, device))
         caption_index.append(caps)
     latents = torch.cat(latents)

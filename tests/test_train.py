@@ -7,7 +7,8 @@ import pytest
 from pipeline import files, geometry, model, spec as specmod, train
 
 SPEC = specmod.load("figures.toml")
-TINY = train.Settings(images=24, vae_images=16, vae_steps=12, vae_batch=4, vae_crop=64,
+# 128-pixel portraits (16x16 latents) keep the smoke test to seconds; the real run uses 512
+TINY = train.Settings(images=24, size=128, vae_images=16, vae_steps=12, vae_batch=4, vae_crop=64,
                       unet_steps=40, unet_batch=8, warmup=4, checkpoint_every=20, unet_lr=2e-3)
 
 
@@ -34,7 +35,7 @@ def test_training_smoke_loss_falls_and_the_model_loads(trained, tmp_path):
     files.write_json(tmp_path / "model.json", info)
     comps = model.load(str(tmp_path / "model.json"), "cpu")  # the same from_pretrained path
     assert comps.vae.config.scaling_factor == pytest.approx(record["scaling_factor"])
-    assert info["geometry"]["train_size"] == 512
+    assert info["geometry"]["train_size"] == 512  # the config's sample_size, as SD 1.5's
 
 
 def test_a_stopped_run_resumes_where_it_stopped(trained, tmp_path):
