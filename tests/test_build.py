@@ -117,10 +117,13 @@ def test_manifest_records_what_made_each_image(project):
 def test_preview_banner_and_provenance_are_on_the_page(project):
     text = page(project)
     assert 'id="preview-banner"' in text and "preview model" in text
+    record = json.loads((project / "models/preview/training.json").read_text())
+    banner = re.search(r'<div class="preview-banner".*?</div>', text, re.S).group(0)
+    assert f"trained for {record['unet_steps_done']} UNet steps" in " ".join(banner.split())
     assert text.count('<details class="provenance">') == len(specmod.load(project / "figures.toml").figures)
     assert "<td>715317074</td>" in text and not re.search(r"\d\.\d+e\+\d", text)  # no 7.15e+08
     assert re.search(r'title="miko · seed 715317074 · 768×768 · 22 steps dpmpp_2m \(karras\) · '
-                     r'CFG 7.5 · attention usual · VAE decode · preview-sd15-tiny@', text)
+                     r'CFG 7.5 · attention usual · VAE decode · preview-sd15-miniature@', text)
 
 
 def test_numbers_come_from_the_model_config(project):
@@ -295,8 +298,8 @@ def test_probe_statistics_obey_the_algebra(project):
         assert u["step"] == 5 and u["sigma"] == d["sigma"]
         for lu, ld, lm in zip(u["layers"], d["layers"], m["layers"]):
             assert lu["name"] == ld["name"] == lm["name"] and lu["n"] > lu["n_train"]
-            # the top-k denominator rescales each row: same entropy, more total weight
-            assert ld["entropy"] == pytest.approx(lu["entropy"], abs=2e-3)
+            # the top-k denominator's rows sum past one above the trained size (its entropy is
+            # the usual one only for identical inputs: tests/test_attention.py checks that)
             assert ld["mass"] > 1.0 + 1e-3 and lu["mass"] == pytest.approx(1.0, abs=1e-4)
             # the mask keeps at most n_train keys per query
             assert lm["entropy"] <= math.log(lm["n_train"]) + 1e-4
@@ -319,6 +322,22 @@ def test_prose_quotes_the_measured_entropy(project):
     assert at768 == data["probe"]["summary"]["768"]["usual"]["first"]["entropy"]
 
 
+def test_the_miniature_shows_the_failures_on_this_builds_images(project):
+    """Issue targets, measured by the detector on the article's own VAE decodes."""
+    m = json.loads((project / "build/measure.json").read_text())
+    assert m["applies"] and m["detector"] == 1
+    at512, at768 = m["summary"]["512"]["usual"], m["summary"]["768"]["usual"]
+    assert at512["n"] >= 8 and at768["n"] >= 8
+    assert at512["exactly_one"] >= 0.8
+    assert at768["two_plus"] >= 0.25 and at768["two_plus"] >= 3 * at512["two_plus"]
+    for small in ("256", "200"):  # the small sizes drift from the training set's colours
+        assert m["summary"][small]["usual"]["colour_error"] > at512["colour_error"]
+    # the page quotes the measured shares
+    flat = " ".join(re.sub(r"<[^>]+>", "", page(project)).split())
+    assert (f"two or more characters in {round(100 * at768['two_plus'])}% of the "
+            f"{at768['n']} images") in flat
+
+
 def test_plots_are_images_with_provenance(project):
     from PIL import Image
 
@@ -329,7 +348,9 @@ def test_plots_are_images_with_provenance(project):
             assert im.width >= 1000 and im.height >= 500
         assert prov["plot"] == fig.plot
         if fig.plot in specmod.VAE_PLOTS:
-            assert prov["vae"]["scaling_factor"] == 0.18215 and len(prov["inputs"]) == 8
+            config = json.loads((project / "models/preview/vae/config.json").read_text())
+            assert prov["vae"]["scaling_factor"] == config["scaling_factor"]
+            assert len(prov["inputs"]) == 8
             assert prov["seed"] == 715317074 and prov["width"] == 512
         else:
             assert prov["probe"]["step"] == 5
