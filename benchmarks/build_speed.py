@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, write_results  # noqa: E402
 from conftest import copy_project  # noqa: E402
 
 
@@ -57,6 +59,9 @@ def main() -> None:
         for name, value, target in rows:
             flag = "ok" if value <= target else "OVER"
             print(f"{name:42s} {value:9.2f} {target:8.1f}  {flag}")
+        write_results(ROOT / "benchmarks" / "results", "build_speed-preview-cpu", {},
+                      [{"measurement": n, "seconds": round(v, 2), "target_seconds": t}
+                       for n, v, t in rows])
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 

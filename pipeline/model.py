@@ -190,6 +190,18 @@ def pick_device(device: str) -> str:
     return device
 
 
+def quiet() -> None:
+    """Silence what the user did not ask for: the libraries' loading and saving progress bars
+    and their info-level chatter (e.g. CLIP's note that a long prompt was cut at 77 tokens,
+    which SD 1.5 does by design). Errors still show."""
+    import diffusers
+    import transformers
+
+    for lib in (transformers.utils.logging, diffusers.utils.logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
 @functools.lru_cache(maxsize=2)
 def load(model_json: str, device: str = "auto") -> Components:
     """Load every component from the directory recorded by `prepare` (fp16 on CUDA)."""
@@ -198,6 +210,7 @@ def load(model_json: str, device: str = "auto") -> Components:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    quiet()
     info = read_json(model_json)
     directory = Path(info["dir"])
     device = pick_device(device)

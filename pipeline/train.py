@@ -283,6 +283,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     from . import model as modelmod
 
     s = settings or Settings()
+    modelmod.quiet()
     device = modelmod.pick_device(device)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)

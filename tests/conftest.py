@@ -77,3 +77,11 @@ def preview_model_dir(tmp_path_factory) -> Path:
     from pipeline import preview_model
 
     return preview_model.build(tmp_path_factory.mktemp("model") / "preview")
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that reads the built article is slow (the build takes minutes): `pytest -m
+    "not slow"` is the edit loop, plain `pytest` (CI) runs everything."""
+    for item in items:
+        if "project" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

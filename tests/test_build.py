@@ -196,7 +196,8 @@ def test_changing_one_seed_regenerates_only_what_depends_on_it(project):
     new = "miko-2106704620-256x256-usual"
     per_image = [t for t in ran if t.split(":")[0] in ("decode", "thumb", "overlay")]
     assert per_image and all(new in t for t in per_image), ran
-    assert sorted(t for t in ran if t not in per_image) == ["emit", "hugo", "sample:256x256"]
+    assert sorted(t for t in ran if t not in per_image) == ["emit", "hugo", "measure",
+                                                          "sample:256x256"]
     assert f"{new}.vae.png" in {p.name for p in images.glob("*.png")}
     for name, data in before.items():
         if "2106704619" not in name:

@@ -104,4 +104,4 @@ def test_analysis_in_the_built_article(project):
     text = (project / "public/sd15-image-sizes/index.html").read_text()
     caption = f"{e['anomalous']['changed_outside']:.1%} of pixels outside its patch"
     assert caption in text  # the measured numbers are in the caption
-    assert "come from the preview model" in " ".join(text.split())
+    assert "come from the preview miniature" in " ".join(text.split())
