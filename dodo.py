@@ -45,6 +45,12 @@ MEASURE = BUILD / "measure.json"
 SITE_INDEX = Path("public/index.html")
 
 try:
+    if DEVICE not in ("auto", "cpu", "cuda") and not DEVICE.startswith("cuda:"):
+        raise model.ModelError(f"device={DEVICE} is not a device this pipeline runs on; use "
+                               f"device=auto, device=cpu, device=cuda or device=cuda:N")
+    if BATCH != "auto" and not (BATCH.isdigit() and int(BATCH) > 0):
+        raise model.ModelError(f"batch={BATCH} is not a batch size; use batch=auto or a "
+                               f"positive whole number such as batch=4")
     spec = specmod.load(SPEC)
     model_ref = model.resolve(MODEL)
     model.check_vae_arg(VAE)

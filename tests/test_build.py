@@ -252,6 +252,22 @@ def test_missing_model_directory(scratch):
     assert "model=<hub id>" in line
 
 
+@pytest.mark.parametrize("arg, expect", [
+    ("device=tpu", "device=tpu is not a device this pipeline runs on"),
+    ("batch=abc", "batch=abc is not a batch size"),
+    ("batch=0", "batch=0 is not a batch size"),
+])
+def test_bad_command_line_variables(scratch, arg, expect):
+    _fails_cleanly(scratch, arg, expect=expect)
+
+
+def test_damaged_shipped_weights_name_the_file_and_doit_train(scratch):
+    weights = scratch / "models/preview/vae/diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    line = _fails_cleanly(scratch, expect=f"{weights.relative_to(scratch)} is corrupt")
+    assert "doit train" in line
+
+
 def test_compare_figures_put_each_variant_beside_the_usual_attention(project):
     spec = specmod.load(project / "figures.toml")
     text = page(project)

@@ -204,3 +204,16 @@ def test_a_generation_does_not_depend_on_its_batch(preview_model_dir, tmp_path):
     together = sample(comps, spec, [b, a])[1]
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(sample(comps, spec, [b])[0], alone)  # different seeds differ
+
+
+def test_written_files_get_the_mode_plain_open_gives(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        path = files.atomic_write(tmp_path / "a.png", b"x")
+        assert (path.stat().st_mode & 0o777) == 0o644  # readable by a web server's user
+        os.umask(0o077)
+        assert (files.atomic_write(tmp_path / "b.json", b"{}").stat().st_mode & 0o777) == 0o600
+    finally:
+        os.umask(old)
