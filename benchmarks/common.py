@@ -15,15 +15,13 @@ def build_and_load(shape: str, device: str):
     """(components, directory, seconds to build): the preview model or a random model of SD 1.5's
     exact architecture (shape="sd15", whose timings are the real model's), loaded the way the
     pipeline loads any model (fp16 on CUDA)."""
-    from pipeline import files, geometry, model, preview_model
+    from pipeline import model, preview_model
 
     tmp = Path(tempfile.mkdtemp())
     t = time.perf_counter()
     directory = preview_model.build(tmp / shape, shape=shape)
     built = time.perf_counter() - t
-    info = model.fingerprint(model.resolve(str(directory)), directory)
-    info["geometry"] = geometry.load(directory)
-    files.write_json(tmp / "model.json", info)
+    model.prepare(str(directory), tmp / "model.json")
     return model.load(str(tmp / "model.json"), device), directory, built
 
 

@@ -141,7 +141,8 @@ def fingerprint(ref: ModelRef, directory: Path, previous: dict | None = None) ->
 
 
 def prepare(arg: str, out: str | Path) -> dict:
-    """The `model` task: build the preview model if needed, fingerprint, record to `out`."""
+    """The `model` task (and anything else that needs a model record): check the shipped preview
+    model, fingerprint any model, record fingerprint and geometry to `out`."""
     ref = resolve(arg)
     directory = local_dir(ref)
     if ref.preview:

@@ -27,15 +27,13 @@ def main() -> None:
     import numpy as np
     from PIL import Image
 
-    from pipeline import decode, detector, files, geometry, model, portraits, sampling
+    from pipeline import decode, detector, model, portraits, sampling
     from pipeline import spec as specmod
 
     spec = specmod.load(ROOT / "figures.toml")
     directory = Path(args.model)
-    info = model.fingerprint(model.resolve(str(directory)), directory)
-    info["geometry"] = geometry.load(directory)
     mj = Path("/tmp/quick_eval_model.json")
-    files.write_json(mj, info)
+    model.prepare(str(directory), mj)
     comps = model.load(str(mj), args.device)
     with open(ROOT / "figures.toml", "rb") as fh:
         prompts = tomllib.load(fh)["prompts"]

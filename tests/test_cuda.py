@@ -5,17 +5,14 @@ held here to 1e-2, with a rerun on the GPU giving the same bytes."""
 import pytest
 import torch
 
-from pipeline import files, geometry, model, sampling, spec as specmod
+from pipeline import model, sampling, spec as specmod
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 def test_gpu_fp16_latents_match_the_cpu_and_repeat_exactly(tmp_path):
     spec = specmod.load("figures.toml")
-    directory = model.PREVIEW_DIR
-    info = model.fingerprint(model.resolve(str(directory)), directory)
-    info["geometry"] = geometry.load(directory)
-    files.write_json(tmp_path / "model.json", info)
+    model.prepare(model.PREVIEW, tmp_path / "model.json")
     gen = specmod.Generation("miko", 715317074, 512, 512)
     cpu = sampling.sample(model.load(str(tmp_path / "model.json"), "cpu"), spec, [gen])
     gpu_comps = model.load(str(tmp_path / "model.json"), "cuda")

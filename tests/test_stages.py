@@ -76,11 +76,8 @@ def test_preview_model_is_deterministic_and_sd_shaped(tmp_path, preview_model_di
 def _components(model_dir, tmp_path):
     from pipeline import model
 
-    ref = model.resolve(str(model_dir))
     out = tmp_path / "model.json"
-    info = model.fingerprint(ref, Path(model_dir))
-    info["geometry"] = geometry.load(model_dir)
-    files.write_json(out, info)
+    model.prepare(str(model_dir), out)
     model.load.cache_clear()
     return model.load(str(out), "cpu")
 

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from pipeline import files, geometry, model, spec as specmod, train
+from pipeline import model, spec as specmod, train
 
 SPEC = specmod.load("figures.toml")
 # 128-pixel portraits (16x16 latents) keep the smoke test to seconds; the real run uses 512
@@ -30,9 +30,7 @@ def test_training_smoke_loss_falls_and_the_model_loads(trained, tmp_path):
     model.check_shipped(directory)  # SHA256SUMS written and matching
     saved = json.loads((directory / "training.json").read_text())
     assert saved["settings"]["unet_steps"] == TINY.unet_steps and saved["device"].startswith("cpu")
-    info = model.fingerprint(model.resolve(str(directory)), directory)
-    info["geometry"] = geometry.load(directory)
-    files.write_json(tmp_path / "model.json", info)
+    info = model.prepare(str(directory), tmp_path / "model.json")
     comps = model.load(str(tmp_path / "model.json"), "cpu")  # the same from_pretrained path
     assert comps.vae.config.scaling_factor == pytest.approx(record["scaling_factor"])
     assert info["geometry"]["train_size"] == 512  # the config's sample_size, as SD 1.5's
