@@ -25,7 +25,9 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
     give it (0666 less the umask), not mkstemp's private 0600, so a web server can serve it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    # the writer's pid in the name tells remove_stale_temps whether a build may still rename it
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.",
+                               suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
@@ -76,14 +78,36 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+STALE_SECONDS = 3600  # a temp file without a writer pid in its name is left alone this long
+
+
+def _writer_alive(temp: Path) -> bool:
+    """Whether the process that is writing `temp` may still be running."""
+    import time
+
+    parts = temp.name[:-len(".tmp")].rsplit(".", 2)
+    if len(parts) == 3 and parts[1].isdigit():
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return time.time() - temp.stat().st_mtime < STALE_SECONDS
+
+
 def remove_stale_temps(directory: str | Path) -> int:
-    """Delete temporary files an interrupted run left behind; returns how many."""
+    """Delete temporary files an interrupted run left behind; returns how many. A temp file
+    whose writer is still running (another `doit` in progress) is left alone, so `doit list`
+    in a second terminal never breaks a build's atomic renames."""
     n = 0
     directory = Path(directory)
     if directory.is_dir():
         for p in directory.rglob(".*.tmp"):
-            p.unlink(missing_ok=True)
-            n += 1
+            if p.exists() and not _writer_alive(p):
+                p.unlink(missing_ok=True)
+                n += 1
     return n
 
 

@@ -158,11 +158,24 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
 
 
-def test_stale_temp_files_are_removed(tmp_path):
-    (tmp_path / ".x.png.abc.tmp").write_bytes(b"half")
+def test_stale_temp_files_are_removed_but_not_those_of_a_running_writer(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (tmp_path / f".x.png.{dead}.abc.tmp").write_bytes(b"half")        # its writer was killed
+    (tmp_path / f".y.png.{os.getpid()}.abc.tmp").write_bytes(b"half")  # a build still writing
+    old = tmp_path / ".z.png.abc.tmp"                                 # no pid: stale by age
+    old.write_bytes(b"half")
+    os.utime(old, (time.time() - 2 * files.STALE_SECONDS,) * 2)
+    (tmp_path / ".w.png.abc.tmp").write_bytes(b"half")                # no pid, fresh: kept
     (tmp_path / "x.png").write_bytes(b"whole")
-    assert files.remove_stale_temps(tmp_path) == 1
-    assert [p.name for p in tmp_path.iterdir()] == ["x.png"]
+    assert files.remove_stale_temps(tmp_path) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".w.png.abc.tmp", f".y.png.{os.getpid()}.abc.tmp", "x.png"]
 
 
 def test_model_argument_errors(tmp_path):
