@@ -64,6 +64,7 @@ def resolve(arg: str) -> ModelRef:
             raise ModelError(f"model directory {arg} has no {missing[0]}/ folder; it must be in "
                              f"diffusers layout (unet/, vae/, text_encoder/, tokenizer/, "
                              f"scheduler/), e.g. a StableDiffusionPipeline.save_pretrained output")
+        check_prediction_type(Path(expanded))
         return ModelRef(str(Path(expanded).resolve()), "dir")
     if looks_like_path(arg):
         raise ModelError(f"model directory {arg} does not exist; pass model=<a diffusers-layout "
@@ -95,6 +96,19 @@ def check_shipped(directory: Path = PREVIEW_DIR) -> None:
         if sha256_file(path) != digest:
             raise ModelError(f"the preview model's file {path} is corrupt (its sha256 does not "
                              f"match {sums}); {fix}")
+
+
+SUPPORTED_PREDICTION = ("epsilon",)
+
+
+def check_prediction_type(directory: Path) -> None:
+    """The sampler treats the UNet's output as predicted noise (SD 1.5's epsilon prediction);
+    a v-prediction model (SD 2.x at 768, for instance) would be sampled wrong without a word."""
+    config = directory / "scheduler" / "scheduler_config.json"
+    kind = read_json(config).get("prediction_type", "epsilon") if config.exists() else "epsilon"
+    if kind not in SUPPORTED_PREDICTION:
+        raise ModelError(f"model {directory} predicts {kind!r} ({config}); this pipeline samples "
+                         f"epsilon-prediction models such as SD 1.5 only: use one of those")
 
 
 def local_dir(ref: ModelRef) -> Path:
@@ -147,6 +161,7 @@ def prepare(arg: str, out: str | Path) -> dict:
     directory = local_dir(ref)
     if ref.preview:
         check_shipped(directory)
+    check_prediction_type(directory)  # a hub model is only on disk now
     previous = read_json(out) if Path(out).exists() else None
     if previous and previous.get("arg") != ref.arg:
         previous = None

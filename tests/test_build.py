@@ -261,6 +261,16 @@ def test_bad_command_line_variables(scratch, arg, expect):
     _fails_cleanly(scratch, arg, expect=expect)
 
 
+def test_a_v_prediction_model_is_refused_in_one_line(scratch):
+    import shutil
+
+    model_dir = shutil.copytree(scratch / "models/preview", scratch.parent / "vpred")
+    config = model_dir / "scheduler/scheduler_config.json"
+    config.write_text(config.read_text().replace('"epsilon"', '"v_prediction"'))
+    line = _fails_cleanly(scratch, f"model={model_dir}", expect="predicts 'v_prediction'")
+    assert "epsilon-prediction models such as SD 1.5 only" in line
+
+
 def test_damaged_shipped_weights_name_the_file_and_doit_train(scratch):
     weights = scratch / "models/preview/vae/diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
