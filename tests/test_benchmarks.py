@@ -2,6 +2,8 @@
 write the columns they promise. Their figures are measurements, not assertions."""
 import json
 import os
+
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +27,10 @@ def test_workload_benchmark_harness(tmp_path):
     assert [r["size"] for r in result["rows"]] == [64, 128]
     for r in result["rows"]:
         assert r["generations"] == 2 and r["plain_s"] > 0 and r["ours_s"] > 0
-        assert r["ratio"] == round(r["plain_s"] / r["ours_s"], 2)
+        # the ratio is of the unrounded times: equal to the printed ones' to rounding
+        assert r["ratio"] == pytest.approx(r["plain_s"] / r["ours_s"], abs=0.011)
+        assert r["batched_s"] > 0
+        assert r["ratio_batched"] == pytest.approx(r["batched_s"] / r["ours_s"], abs=0.011)
         assert r["unet_tflop_per_sample"] > 0 and r["batch"] == 1
     assert result["torch"] and result["diffusers"] and result["device"].startswith("cpu")
     assert (tmp_path / "sd15_workload-preview-cpu.csv").read_text().startswith("size,")
