@@ -161,7 +161,8 @@ def prepare(arg: str, out: str | Path) -> dict:
     directory = local_dir(ref)
     if ref.preview:
         check_shipped(directory)
-    check_prediction_type(directory)  # a hub model is only on disk now
+    if ref.kind == "hub":  # a directory was checked by resolve; a hub model is on disk only now
+        check_prediction_type(directory)
     previous = read_json(out) if Path(out).exists() else None
     if previous and previous.get("arg") != ref.arg:
         previous = None

@@ -177,7 +177,6 @@ def bytes_per_generation(comps, width: int, height: int) -> int:
     x = torch.zeros(2, g["latent_channels"], height // f, width // f, device=comps.device,
                     dtype=comps.dtype).to(memory_format=comps.memory_format)
     ctx = torch.zeros(2, 77, g["cross_attention_dim"], device=comps.device, dtype=comps.dtype)
-    attention.restore(comps.unet)  # measure the model's own attention, whatever ran before
     worst = 0
     for run in (lambda: comps.unet(x, torch.tensor(500.0, device=comps.device),
                                    encoder_hidden_states=ctx),

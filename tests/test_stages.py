@@ -227,3 +227,19 @@ def test_written_files_get_the_mode_plain_open_gives(tmp_path):
         assert (files.atomic_write(tmp_path / "b.json", b"{}").stat().st_mode & 0o777) == 0o600
     finally:
         os.umask(old)
+
+
+def test_the_model_gets_its_own_attention_back_after_a_variant_batch(tmp_path, preview_model_dir):
+    """The loaded model is shared by every task of a run: after a variant batch (sampled, or
+    probed) the next batch must find the model's own processors, whatever its size."""
+    from pipeline import probe, sampling, spec as specmod
+
+    spec = specmod.load(Path(__file__).resolve().parents[1] / "figures.toml")
+    comps = _components(preview_model_dir, tmp_path)
+    own = {k: type(v) for k, v in comps.unet.attn_processors.items()}
+    sampling.sample(comps, spec, [specmod.Generation("miko", 1, 128, 128, "logit-scale")])
+    assert {k: type(v) for k, v in comps.unet.attn_processors.items()} == own
+    probe.measure(comps, spec, [specmod.Generation("miko", 1, 128, 128, "topk-mask")])
+    assert {k: type(v) for k, v in comps.unet.attn_processors.items()} == own
+    # a different size runs on the restored model (a variant left behind raises "expected N keys")
+    assert torch.isfinite(sampling.sample(comps, spec, [specmod.Generation("miko", 1, 64, 64)])).all()
