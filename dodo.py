@@ -65,9 +65,15 @@ remove_stale_temps(PROBES)
 
 
 def call(target: str, *args):
-    """Run `module:function` from pipeline/, imported only when the task runs."""
+    """Run `module:function` from pipeline/, imported only when the task runs. Bad input the
+    stage names (a SpecError or ModelError) fails the task with that one line, no traceback."""
+    from doit.exceptions import TaskFailed
+
     module, function = target.split(":")
-    getattr(importlib.import_module(f"pipeline.{module}"), function)(*map(str, args))
+    try:
+        getattr(importlib.import_module(f"pipeline.{module}"), function)(*map(str, args))
+    except (specmod.SpecError, model.ModelError) as err:
+        return TaskFailed(f"error: {err}")
 
 
 def code(*modules: str) -> list[str]:
@@ -106,7 +112,7 @@ def task_train():
 
 def task_sample():
     """Sample every generation of one size, batched; latents are cached per generation."""
-    sources = code("sampling", "schedule", "attention", "model")
+    sources = code("sampling", "schedule", "attention", "geometry", "model")
     for size, gens in spec.by_size().items():
         recipes = [spec.recipe(g) for g in gens]
         yield {"name": size,

@@ -7,6 +7,7 @@ starting point on every device.
 """
 from __future__ import annotations
 
+import functools
 import json
 
 import torch
@@ -116,15 +117,30 @@ def device_name(comps) -> str:
     return "cpu"
 
 
-def code_digest() -> str:
-    """Hash of the sampling code itself: editing the sampler invalidates cached latents."""
+SAMPLING_PATH = ("sampling.py", "schedule.py", "attention.py", "geometry.py", "model.py")
+
+
+@functools.cache
+def code_digest(directory: str | None = None) -> str:
+    """Hash of the code that computes latents (the modules the sampling path runs), taken over
+    their parsed syntax trees without docstrings: a comment or docstring edit keeps the cache,
+    any change to what runs invalidates it."""
+    import ast
     import hashlib
     from pathlib import Path
 
-    here = Path(__file__).parent
+    here = Path(directory or Path(__file__).parent)
     h = hashlib.sha256()
-    for name in ("sampling.py", "schedule.py", "attention.py"):
-        h.update((here / name).read_bytes())
+    for name in SAMPLING_PATH:
+        tree = ast.parse((here / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                    and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(name.encode() + ast.dump(tree).encode())
     return h.hexdigest()[:16]
 
 
@@ -135,15 +151,18 @@ def provenance(spec, gen, comps) -> dict:
     return {**spec.recipe(gen), "generation": gen.id, "code": code_digest(),
             "model": comps.info["id"],
             "model_preview": comps.info["preview"], "device": device_name(comps),
-            "dtype": str(comps.dtype).removeprefix("torch."), "torch": torch.__version__,
+            "dtype": str(comps.dtype).removeprefix("torch."),
+            "layout": str(comps.memory_format).removeprefix("torch."), "torch": torch.__version__,
             "diffusers": diffusers.__version__}
 
 
 def cache_key(prov: dict) -> str:
-    """Latents are reused only if everything that determines them is unchanged."""
+    """Latents are reused only if everything that determines them is unchanged: the recipe, the
+    model's fingerprint, the device, dtype and memory layout, the torch and diffusers versions and
+    the sampling code (all in the provenance; the batch it ran in is recorded, not keyed)."""
     from .spec import digest
 
-    return digest({k: v for k, v in prov.items() if k not in ("torch", "diffusers")})
+    return digest({k: v for k, v in prov.items() if k != "batch"})
 
 
 def batch_size(comps, batch: str, gens: list) -> int:

@@ -41,6 +41,13 @@ _APPROX_KEYS = {"hidden", "epochs", "lr", "seed", "size", "train", "heldout"}
 _PROBE_KEYS = {"step", "prompt", "seeds", "sizes", "variants", "layer", "bins", "log_min"}
 _VAE_KEYS = {"size", "subject", "floor_margin", "robust_z", "perturbation", "threshold"}
 
+# The measured numbers a caption may quote as {placeholders} (pipeline/emit.py's vae_summary
+# fills them; tests/test_stages.py checks that the two agree). Only VAE-analysis plots have them.
+CAPTION_FIELDS = ("threshold", "images", "flagged_images", "floor", "subject_flagged", "vae",
+                  "scaling_factor", "perturbation", "spot", "anomalous_changed", "anomalous_mean",
+                  "anomalous_logvar", "ordinary_changed", "ordinary_mean", "ordinary_logvar",
+                  "ratio")
+
 
 class SpecError(ValueError):
     """A problem in figures.toml, phrased as one line that names the entry and the fix."""
@@ -258,6 +265,39 @@ def _unknown_keys(where: str, got: dict, allowed: set[str]):
                         f"{', '.join(sorted(allowed))}")
 
 
+def _number(where: str, table: dict, key: str, lo: float, hi: float, integer: bool = False):
+    """Check that table[key] is a number (an integer where `integer`) in lo..hi."""
+    v = table[key]
+    kinds = (int,) if integer else (int, float)
+    if not isinstance(v, kinds) or isinstance(v, bool) or not lo <= v <= hi:
+        kind = "an integer" if integer else "a number"
+        raise SpecError(f"{where}: {key} = {v!r} must be {kind} in {lo:g}..{hi:g}")
+    return v
+
+
+def _section(where: str, raw: dict) -> int:
+    section = raw.get("section", 0)
+    if not isinstance(section, int) or isinstance(section, bool) or not 0 <= section <= 99:
+        raise SpecError(f"{where}: section {section!r} must be a whole number (the article "
+                        f"section the figure belongs to), e.g. section = 2")
+    return section
+
+
+def _caption_fields(where: str, caption: str, allowed: tuple[str, ...]) -> None:
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(caption) if f is not None]
+    except ValueError as exc:
+        raise SpecError(f"{where}: caption is not a valid template ({exc}); write a literal "
+                        f"brace as {{{{ or }}}}") from None
+    for f in fields:
+        if f not in allowed:
+            known = f"; use one of {', '.join(allowed)}" if allowed else (
+                "; only the VAE analysis plots have measured numbers to quote")
+            raise SpecError(f"{where}: caption placeholder {{{f}}} is not a measured number{known}")
+
+
 def _size(where: str, value) -> tuple[int, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         w = h = value
@@ -307,6 +347,7 @@ def _thumb(where: str, raw: dict) -> int:
 def _caption(where: str, raw: dict) -> str:
     if not isinstance(raw.get("caption", ""), str) or not raw.get("caption"):
         raise SpecError(f"{where}: needs a caption")
+    _caption_fields(where, raw["caption"], CAPTION_FIELDS if raw.get("plot") in VAE_PLOTS else ())
     return raw["caption"]
 
 
@@ -349,12 +390,9 @@ def _probe(where: str, raw: dict, sampling: dict, prompts: dict) -> dict:
     if not isinstance(seeds, list) or not seeds or not all(
             isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**63 for s in seeds):
         raise SpecError(f"{where}: seeds must be a non-empty list of integers in 0..2^63-1")
-    for key in ("layer", "bins"):
-        if not isinstance(raw[key], int) or raw[key] < (0 if key == "layer" else 2):
-            raise SpecError(f"{where}: {key} must be a non-negative integer"
-                            + (" of at least 2" if key == "bins" else ""))
-    if not isinstance(raw["log_min"], (int, float)) or raw["log_min"] >= 0:
-        raise SpecError(f"{where}: log_min must be a negative number (natural log of a probability)")
+    _number(where, raw, "layer", 0, 1000, integer=True)
+    _number(where, raw, "bins", 2, 10000, integer=True)
+    _number(where, raw, "log_min", -1000, -1e-6)  # natural log of a probability
     return {**raw, "sizes": _sizes(where, raw["sizes"]),
             "variants": _variants(where, raw["variants"])}
 
@@ -368,9 +406,7 @@ def _vae_anomaly(where: str, raw: dict, prompts: dict) -> dict:
     subject = _generation(f"{where} subject", raw["subject"], {"size": raw["size"]}, prompts)
     for key, lo, hi in (("floor_margin", 0, 100), ("robust_z", 1, 1000), ("perturbation", 0, 100),
                         ("threshold", 0, 1)):
-        v = raw[key]
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not lo <= v <= hi:
-            raise SpecError(f"{where}: {key} {v!r} must be a number in {lo}..{hi}")
+        _number(where, raw, key, lo, hi)
     return {**raw, "size": size, "subject": {"prompt": subject.prompt, "seed": subject.seed}}
 
 
@@ -384,7 +420,7 @@ def _plot_figure(where: str, raw: dict, probe: dict | None, vae: dict | None) ->
                             f"from [vae_anomaly]")
         if vae is None:
             raise SpecError(f"{where}: a {raw['plot']} plot needs a [vae_anomaly] table")
-        return Figure(id=raw["id"], section=int(raw.get("section", 0)),
+        return Figure(id=raw["id"], section=_section(where, raw),
                       caption=_caption(where, raw), cells=(), rows=(), layout="plot",
                       toggle=raw.get("toggle"), thumb=_thumb(where, raw), plot=raw["plot"])
     if probe is None:
@@ -396,7 +432,7 @@ def _plot_figure(where: str, raw: dict, probe: dict | None, vae: dict | None) ->
     sizes = _sizes(where, raw["sizes"], probe["sizes"]) if "sizes" in raw else probe["sizes"]
     variants = (_variants(where, raw["variants"], probe["variants"]) if "variants" in raw
                 else probe["variants"])
-    return Figure(id=raw["id"], section=int(raw.get("section", 0)), caption=_caption(where, raw),
+    return Figure(id=raw["id"], section=_section(where, raw), caption=_caption(where, raw),
                   cells=(), rows=(), layout="plot", toggle=raw.get("toggle"),
                   thumb=_thumb(where, raw), plot=raw["plot"],
                   sizes=sizes, variants=variants)
@@ -418,10 +454,16 @@ def parse(data: dict, path: Path) -> Spec:
     if sampling["schedule"] not in SCHEDULES:
         raise SpecError(f"{name} [sampling]: unknown schedule {sampling['schedule']!r}; use one "
                         f"of {', '.join(SCHEDULES)}")
-    if not isinstance(sampling["steps"], int) or sampling["steps"] < 2:
-        raise SpecError(f"{name} [sampling]: steps must be an integer of at least 2")
-    if not 0 < sampling["sigma_min"] < sampling["sigma_max"]:
-        raise SpecError(f"{name} [sampling]: need 0 < sigma_min < sigma_max")
+    where = f"{name} [sampling]"
+    _number(where, sampling, "steps", 2, 1000, integer=True)
+    for key in ("sigma_min", "sigma_max"):
+        _number(where, sampling, key, 1e-6, 1e4)
+    _number(where, sampling, "rho", 0.1, 100)
+    _number(where, sampling, "guidance", 0, 100)  # 1 = no guidance; SD's usual is 7.5
+    if not isinstance(sampling["negative_prompt"], str):
+        raise SpecError(f"{where}: negative_prompt must be a string (\"\" for the empty prompt)")
+    if not sampling["sigma_min"] < sampling["sigma_max"]:
+        raise SpecError(f"{where}: need sigma_min < sigma_max")
 
     prompts = data["prompts"]
     for key, text in prompts.items():
@@ -444,8 +486,9 @@ def parse(data: dict, path: Path) -> Spec:
         if not all(c.isalnum() or c == "-" for c in fid):
             raise SpecError(f"{where}: id must be letters, digits and '-'")
         if fid in by_id:
-            raise SpecError(f"{where}: duplicate figure id {fid!r}; figure ids must be unique, "
-                            f"rename one of them")
+            first = list(by_id).index(fid) + 1
+            raise SpecError(f"{name}: figures #{first} and #{i + 1} share the id {fid!r}; figure "
+                            f"ids must be unique, rename one of them")
         _unknown_keys(where, raw, _FIGURE_KEYS)
         by_id[fid] = raw
 
@@ -509,7 +552,7 @@ def parse(data: dict, path: Path) -> Spec:
             raise SpecError(f"{where}: unknown layout {layout!r}; use one of {', '.join(LAYOUTS)}")
         if raw.get("headings") not in (None, "size"):
             raise SpecError(f"{where}: headings may only be \"size\"")
-        figures.append(Figure(id=fid, section=int(raw.get("section", 0)),
+        figures.append(Figure(id=fid, section=_section(where, raw),
                               caption=_caption(where, raw), cells=tuple(cells), rows=tuple(rows),
                               layout=layout, toggle=raw.get("toggle"),
                               headings=raw.get("headings"), thumb=_thumb(where, raw),
@@ -520,6 +563,14 @@ def parse(data: dict, path: Path) -> Spec:
     missing = sorted(_APPROX_KEYS - set(approx))
     if missing:
         raise SpecError(f"{name} [approx_decoder]: missing {missing[0]!r}")
+    where = f"{name} [approx_decoder]"
+    _number(where, approx, "hidden", 1, 4096, integer=True)
+    _number(where, approx, "epochs", 1, 1_000_000, integer=True)
+    _number(where, approx, "lr", 1e-8, 10)
+    _number(where, approx, "seed", 0, 2**63 - 1, integer=True)
+    for part in ("train", "heldout"):
+        if not isinstance(approx[part], list):
+            raise SpecError(f"{where}: {part} must be a list of {{ prompt, seed }}")
     spec = Spec(path=path, sampling=sampling, prompts=prompts, approx=approx, figures=figures,
                 probe=probe, vae_anomaly=vae)
     if vae is not None:

@@ -243,7 +243,7 @@ def test_unknown_prompt_key_in_spec(scratch):
 def test_duplicate_figure_id_in_spec(scratch):
     f = scratch / "figures.toml"
     f.write_text(f.read_text().replace('id = "baseline-512"', 'id = "hero"'))
-    _fails_cleanly(scratch, expect="duplicate figure id 'hero'")
+    _fails_cleanly(scratch, expect="figures #1 and #3 share the id 'hero'")
 
 
 def test_missing_model_directory(scratch):
@@ -269,6 +269,17 @@ def test_a_v_prediction_model_is_refused_in_one_line(scratch):
     config.write_text(config.read_text().replace('"epsilon"', '"v_prediction"'))
     line = _fails_cleanly(scratch, f"model={model_dir}", expect="predicts 'v_prediction'")
     assert "epsilon-prediction models such as SD 1.5 only" in line
+
+
+def test_an_unreachable_hub_model_fails_its_task_in_one_line(scratch):
+    proc = doit(scratch, "model=someone/not-a-model", check=False)  # offline: HF_HUB_OFFLINE=1
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "Traceback" not in out, out
+    errors = [l for l in out.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "could not fetch hub model 'someone/not-a-model'" in errors[0]
+    assert "model=<dir>" in errors[0]
+    assert [p.name for p in (scratch / "static/images").iterdir()] == [".gitkeep"]
 
 
 def test_damaged_shipped_weights_name_the_file_and_doit_train(scratch):

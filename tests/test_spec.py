@@ -78,7 +78,53 @@ def test_unknown_prompt_key():
 def test_duplicate_figure_id():
     data = raw()
     data["figure"][2]["id"] = "hero"
-    with pytest.raises(SpecError, match=r"duplicate figure id 'hero'"):
+    with pytest.raises(SpecError, match=r"figures #1 and #3 share the id 'hero'"):
+        _parse(data)
+
+
+@pytest.mark.parametrize("table, key, value, expect", [
+    ("sampling", "guidance", "high", r"\[sampling\]: guidance = 'high' must be a number in 0..100"),
+    ("sampling", "steps", 22.5, r"\[sampling\]: steps = 22.5 must be an integer in 2..1000"),
+    ("sampling", "rho", True, r"\[sampling\]: rho = True must be a number"),
+    ("sampling", "sigma_max", "14", r"\[sampling\]: sigma_max = '14' must be a number"),
+    ("sampling", "negative_prompt", 0, r"\[sampling\]: negative_prompt must be a string"),
+    ("approx_decoder", "hidden", "12", r"\[approx_decoder\]: hidden = '12' must be an integer"),
+    ("approx_decoder", "epochs", 0, r"\[approx_decoder\]: epochs = 0 must be an integer in 1"),
+    ("approx_decoder", "lr", "fast", r"\[approx_decoder\]: lr = 'fast' must be a number"),
+    ("approx_decoder", "seed", -1, r"\[approx_decoder\]: seed = -1 must be an integer"),
+    ("probe", "bins", 1.5, r"\[probe\]: bins = 1.5 must be an integer in 2..10000"),
+    ("probe", "layer", "0", r"\[probe\]: layer = '0' must be an integer"),
+    ("probe", "log_min", 3, r"\[probe\]: log_min = 3 must be a number in -1000"),
+    ("vae_anomaly", "threshold", "2%", r"\[vae_anomaly\]: threshold = '2%' must be a number in 0..1"),
+    ("vae_anomaly", "robust_z", 0, r"\[vae_anomaly\]: robust_z = 0 must be a number in 1..1000"),
+])
+def test_numeric_fields_are_checked_at_load(table, key, value, expect):
+    data = raw()
+    data[table][key] = value
+    with pytest.raises(SpecError, match=expect) as e:
+        _parse(data)
+    assert "\n" not in str(e.value)
+
+
+def test_non_integer_section_and_unknown_caption_field_fail_at_load():
+    data = raw()
+    data["figure"][1]["section"] = "two"
+    with pytest.raises(SpecError, match=r"figure 'symptoms-768': section 'two' must be a whole"):
+        _parse(data)
+    data = raw()
+    data["figure"][0]["caption"] = "Measured {psnr} dB"
+    with pytest.raises(SpecError, match=r"figure 'hero': caption placeholder \{psnr\} is not a "
+                                        r"measured number; only the VAE analysis plots"):
+        _parse(data)
+    data = raw()
+    plot = next(f for f in data["figure"] if f.get("plot") == "perturbation")
+    plot["caption"] += " {anomalous_chnaged}"
+    with pytest.raises(SpecError, match=r"placeholder \{anomalous_chnaged\} is not a measured "
+                                        r"number; use one of threshold"):
+        _parse(data)
+    data = raw()
+    data["figure"][0]["caption"] = "An unbalanced { brace"
+    with pytest.raises(SpecError, match=r"caption is not a valid template"):
         _parse(data)
 
 

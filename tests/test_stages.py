@@ -1,4 +1,5 @@
 """Unit tests per stage: schedule, sampler, determinism, approximate decoder, overlays, files."""
+import json
 import math
 import os
 from pathlib import Path
@@ -243,3 +244,49 @@ def test_the_model_gets_its_own_attention_back_after_a_variant_batch(tmp_path, p
     assert {k: type(v) for k, v in comps.unet.attn_processors.items()} == own
     # a different size runs on the restored model (a variant left behind raises "expected N keys")
     assert torch.isfinite(sampling.sample(comps, spec, [specmod.Generation("miko", 1, 64, 64)])).all()
+
+
+def test_caption_fields_the_spec_allows_are_what_the_vae_summary_fills(tmp_path):
+    from pipeline import emit
+    from pipeline.spec import CAPTION_FIELDS
+
+    side = {"threshold": 0.02, "changed_outside": 0.1, "mean_change_outside": 0.01, "logvar": -3}
+    report = {"experiment": {"anomalous": side, "ordinary": side}, "images": [1, 2],
+              "flagged_images": 1, "floor": -30.0, "subject_flagged": True,
+              "vae": {"id": "v", "scaling_factor": 0.18215}, "config": {"perturbation": 2.0}}
+    path = tmp_path / "anomaly.json"
+    path.write_text(json.dumps(report))
+    assert sorted(emit.vae_summary(path)) == sorted(CAPTION_FIELDS)
+
+
+def test_the_latent_cache_key_follows_code_not_comments(tmp_path):
+    import shutil
+
+    from pipeline import sampling
+
+    src = Path(sampling.__file__).parent
+    for name in sampling.SAMPLING_PATH:
+        shutil.copy(src / name, tmp_path / name)
+    before = sampling.code_digest(str(tmp_path))
+    assert before == sampling.code_digest(str(src))
+    target = tmp_path / "schedule.py"
+    text = target.read_text()
+    edited = text.replace('"""', '"""An edited docstring. ', 1) + "\n# a new comment\n"
+    target.write_text(edited)
+    sampling.code_digest.cache_clear()
+    assert sampling.code_digest(str(tmp_path)) == before  # comments and docstrings: same latents
+    target.write_text(edited + "\nEXTRA_CONSTANT = 1\n")
+    sampling.code_digest.cache_clear()
+    assert sampling.code_digest(str(tmp_path)) != before  # code that runs: sampled again
+
+
+def test_the_latent_cache_key_holds_versions_dtype_and_layout():
+    from pipeline.sampling import cache_key
+
+    prov = {"seed": 1, "model": "m@1", "device": "cpu", "dtype": "float32",
+            "layout": "contiguous_format", "torch": "2.13.0", "diffusers": "0.42.1", "code": "c"}
+    key = cache_key(prov)
+    assert cache_key({**prov, "batch": ["a", "b"]}) == key  # the batch is recorded, not keyed
+    for field, other in (("torch", "2.14.0"), ("diffusers", "0.43.0"), ("dtype", "float16"),
+                         ("layout", "channels_last"), ("device", "cuda (H100)"), ("code", "d")):
+        assert cache_key({**prov, field: other}) != key, field
