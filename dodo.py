@@ -14,13 +14,16 @@ import sys
 from pathlib import Path
 
 from doit import get_var
+from doit.task import clean_targets
 from doit.tools import config_changed
 
 from pipeline import model, spec as specmod
-from pipeline.files import remove_stale_temps
+from pipeline.files import prune, remove_stale_temps
+from pipeline.progress import Reporter
 from pipeline.spec import Image, digest
 
 DOIT_CONFIG = {"default_tasks": ["hugo"], "dep_file": "build/.doit.db", "verbosity": 2,
+               "reporter": Reporter,
                "action_string_formatting": "new"}
 
 SPEC = get_var("spec", "figures.toml")
@@ -110,6 +113,23 @@ def task_train():
             "uptodate": [False], "verbosity": 2}
 
 
+def stale() -> dict[Path, set[str]]:
+    """Per cache directory, the file names the current spec still uses."""
+    return {LATENTS: {Path(latent(g)).name for g in spec.all_generations()},
+            PROBES: {g.probe_file for g in spec.probe_generations()}}
+
+
+def remove_stale() -> None:
+    for directory, keep in stale().items():
+        for name in prune(directory, keep, ".safetensors" if directory == LATENTS else ".json"):
+            print(f"removed {directory / name} (no generation of {SPEC} uses it)")
+
+
+def task_prune():
+    """Remove cached latents and probe statistics no generation of the spec uses any more."""
+    return {"actions": [remove_stale], "uptodate": [False], "verbosity": 2}
+
+
 def task_sample():
     """Sample every generation of one size, batched; latents are cached per generation."""
     sources = code("sampling", "schedule", "attention", "geometry", "model")
@@ -119,7 +139,8 @@ def task_sample():
                "actions": [(call, ["sampling:run", SPEC, MODEL_JSON, DEVICE, size, LATENTS,
                                    BATCH])],
                "file_dep": [str(MODEL_JSON), *sources], "targets": [latent(g) for g in gens],
-               "uptodate": [config_changed(digest([recipes, DEVICE, BATCH]))], "clean": True}
+               "uptodate": [config_changed(digest([recipes, DEVICE, BATCH]))],
+               "clean": [clean_targets, remove_stale]}  # and the latents of removed seeds
 
 
 def task_probe():
@@ -132,7 +153,7 @@ def task_probe():
                "file_dep": [str(MODEL_JSON), *sources],
                "targets": [probe_file(g) for g in gens],
                "uptodate": [config_changed(digest([recipes, spec.probe_config(), DEVICE,
-                                                   BATCH]))], "clean": True}
+                                                   BATCH]))], "clean": [clean_targets, remove_stale]}
 
 
 def task_vae_anomaly():

@@ -125,3 +125,15 @@ def safetensors_bytes(tensors: dict, metadata: dict[str, str]) -> bytes:
     from safetensors.torch import save
 
     return save({k: v.contiguous() for k, v in tensors.items()}, metadata=metadata)
+
+
+def prune(directory: str | Path, keep: set[str], suffix: str) -> list[str]:
+    """Remove the files named *suffix in `directory` that are not in `keep` (file names): cached
+    results of generations the spec no longer has. Returns the names removed."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    gone = sorted(p.name for p in directory.glob(f"*{suffix}") if p.name not in keep)
+    for name in gone:
+        (directory / name).unlink(missing_ok=True)
+    return gone

@@ -100,10 +100,19 @@ def prepare(comps, spec, gens: list, probe=None):
 
 
 @torch.no_grad()
-def sample(comps, spec, gens: list) -> torch.Tensor:
-    """Sample a batch of generations of one size and one attention variant; fp32 latents [B,4,h,w]."""
+def sample(comps, spec, gens: list, on_step=None) -> torch.Tensor:
+    """Sample a batch of generations of one size and one attention variant; fp32 latents [B,4,h,w].
+    `on_step()`, when given, is called after every model evaluation (a progress bar)."""
     try:
         denoise, x, sigmas = prepare(comps, spec, gens)
+        if on_step is not None:
+            model_eval = denoise
+
+            def denoise(x, sigma):
+                out = model_eval(x, sigma)
+                on_step()
+                return out
+
         return SAMPLERS[spec.sampling["sampler"]](denoise, x, sigmas).float().cpu()
     finally:  # the loaded model is shared across tasks: leave it with its own processors
         attention.restore(comps.unet)
@@ -222,7 +231,7 @@ def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: st
         batch: str = "auto") -> None:
     from pathlib import Path
 
-    from . import model, spec as specmod
+    from . import model, progress, spec as specmod
     from .files import atomic_write, safetensors_bytes, safetensors_metadata
 
     spec = specmod.load(spec_path)
@@ -238,15 +247,20 @@ def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: st
         key = cache_key(provenance(spec, g, comps))
         if not (path.exists() and safetensors_metadata(path).get("key") == key):
             todo.append(g)
+    done = 0
     for chunk in batches(todo, batch_size(comps, batch, todo)):
-        latents = sample(comps, spec, chunk)
+        what = (f"{size_key} {chunk[0].attention}: generations {done + 1}-{done + len(chunk)} "
+                f"of {len(todo)}")
+        with progress.steps_bar(spec.sampling["steps"], what) as bar:
+            latents = sample(comps, spec, chunk, on_step=bar.update)
+        done += len(chunk)
         for g, z in zip(chunk, latents):
             prov = provenance(spec, g, comps)
             key = cache_key(prov)  # what the latents depend on; the batch is only recorded
             prov["batch"] = [c.id for c in chunk]
             meta = {"key": key, "provenance": json.dumps(prov, sort_keys=True)}
             atomic_write(out / f"{g.id}.safetensors", safetensors_bytes({"latents": z}, meta))
-        print(f"sampled {', '.join(c.id for c in chunk)}")
+        print(f"sampled {', '.join(c.id for c in chunk)} ({done}/{len(todo)})")
 
 
 def load_latents(path) -> tuple[torch.Tensor, dict]:

@@ -152,9 +152,13 @@ def test_formula_is_mathml(project):
     assert m and "softmax" in m.group(0) and "<msqrt>" in m.group(0)
 
 
-def test_up_to_date_build_runs_no_task(project):
+def test_up_to_date_build_runs_no_task_and_says_so_in_one_line(project):
     proc = doit(project)
     assert executed(proc) == []
+    lines = proc.stdout.strip().splitlines()
+    tasks = len(doit(project, "list", "--all").stdout.split("\n")) - 1  # subtasks included
+    assert len(lines) == 1 and lines[0].endswith("tasks are up to date; nothing to do"), lines
+    assert int(lines[0].split()[0]) >= tasks - len(doit(project, "list").stdout.splitlines())
 
 
 def test_missing_image_fails_hugo_naming_it(project):
@@ -205,6 +209,23 @@ def test_changing_one_seed_regenerates_only_what_depends_on_it(project):
         else:  # no longer shown: removed, so the published site carries no stale images
             assert not (images / name).exists() and not (project / "public/images" / name).exists()
     assert new in page(project)
+
+
+def test_prune_and_clean_drop_the_latents_of_removed_seeds(tmp_path):
+    scratch = copy_project(tmp_path)
+    spec = specmod.load(scratch / "figures.toml")
+    kept = scratch / "build/latents" / f"{spec.article_generations()[0].id}.safetensors"
+    orphan = scratch / "build/latents/miko-12345-512x512-usual.safetensors"
+    probe_orphan = scratch / "build/probe/miko-12345-512x512-usual.json"
+    for path in (kept, orphan, probe_orphan):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x")
+    out = doit(scratch, "prune").stdout
+    assert not orphan.exists() and not probe_orphan.exists() and kept.exists()
+    assert f"removed build/latents/{orphan.name}" in out
+    orphan.write_bytes(b"x")
+    doit(scratch, "clean")
+    assert not orphan.exists() and not kept.exists()  # everything the tasks made, orphans too
 
 
 # --- bad input: one clear line, nothing written -------------------------------------------------

@@ -243,7 +243,11 @@ def test_the_model_gets_its_own_attention_back_after_a_variant_batch(tmp_path, p
     probe.measure(comps, spec, [specmod.Generation("miko", 1, 128, 128, "topk-mask")])
     assert {k: type(v) for k, v in comps.unet.attn_processors.items()} == own
     # a different size runs on the restored model (a variant left behind raises "expected N keys")
-    assert torch.isfinite(sampling.sample(comps, spec, [specmod.Generation("miko", 1, 64, 64)])).all()
+    steps = []
+    z = sampling.sample(comps, spec, [specmod.Generation("miko", 1, 64, 64)],
+                        on_step=lambda: steps.append(1))
+    assert torch.isfinite(z).all()
+    assert len(steps) == spec.sampling["steps"]  # the progress bar advances once per evaluation
 
 
 def test_caption_fields_the_spec_allows_are_what_the_vae_summary_fills(tmp_path):
