@@ -15,7 +15,7 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
 serve: article
-	$(BIN)/python -c "import pipeline.hugo as h, os; os.execv(h.binary(), [h.binary(), 'server', '--config', 'site/hugo.toml'])"
+	$(BIN)/python -c "import pipeline.hugo as h; h.serve()"
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/build_speed.py

@@ -17,7 +17,7 @@ from doit import get_var
 from doit.task import clean_targets
 from doit.tools import config_changed
 
-from pipeline import model, spec as specmod
+from pipeline import hugo, model, spec as specmod
 from pipeline.files import prune, remove_stale_temps
 from pipeline.progress import Reporter
 from pipeline.spec import Image, digest
@@ -260,5 +260,5 @@ def task_hugo():
     inputs = sorted(str(p) for d in ("content", "site") for p in Path(d).rglob("*") if p.is_file())
     return {"actions": [(call, ["hugo:build", "public"])],
             "file_dep": [*inputs, str(DATA), str(MANIFEST), *published_images(), *code("hugo")],
-            "targets": [str(SITE_INDEX)],
-            "clean": ["rm -rf public build/public.partial"]}
+            "targets": [str(SITE_INDEX)], "uptodate": [lambda: hugo.unchanged("public")],
+            "clean": ["rm -rf public build/public.partial", f"rm -f {hugo.STATE}"]}

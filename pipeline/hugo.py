@@ -26,6 +26,35 @@ def binary() -> str:
     return found
 
 
+STATE = Path("build/public.state.json")  # what `build` left in the published directory
+
+
+def tree_state(out: str | Path) -> dict[str, list[int]]:
+    """Every file under `out` with its size and modification time (ns): cheap to take on every
+    doit run, and changed by anything that rewrites a file there."""
+    out = Path(out)
+    return {str(p.relative_to(out)): [p.stat().st_size, p.stat().st_mtime_ns]
+            for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def unchanged(out: str = "public") -> bool:
+    """doit's up-to-date check: False if anything changed `out` since `build` made it (e.g. a
+    development server writing pages with a livereload script), so doit builds it again."""
+    import json
+
+    try:
+        return json.loads(STATE.read_text()) == tree_state(out)
+    except (OSError, ValueError):
+        return False
+
+
+def serve(port: int = 1313, config: str = CONFIG) -> None:
+    """Live preview for the author: Hugo's development server, rendering to memory only, so it
+    never writes into what `doit` publishes (public/)."""
+    os.execv(binary(), [binary(), "server", "--config", config, "--renderToMemory",
+                        "--port", str(port)])
+
+
 def build(out: str = "public", config: str = CONFIG) -> None:
     staging = Path("build/public.partial")
     shutil.rmtree(staging, ignore_errors=True)
@@ -41,3 +70,6 @@ def build(out: str = "public", config: str = CONFIG) -> None:
         os.replace(out, old)
     os.replace(staging, out)
     shutil.rmtree(old, ignore_errors=True)
+    from .files import write_json
+
+    write_json(STATE, tree_state(out))

@@ -415,3 +415,45 @@ def test_plots_are_images_with_provenance(project):
             assert prov["probe"]["step"] == 5
             assert len(prov["inputs"]) == (len(fig.sizes) * len(fig.variants)
                                            * len(spec.probe["seeds"]))
+
+
+def test_the_preview_server_never_touches_what_doit_publishes(project):
+    import os
+    import socket
+    import sys
+    import time
+    import urllib.request
+
+    before = {p: p.read_bytes() for p in (project / "public").rglob("*") if p.is_file()}
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(project)}
+    server = subprocess.Popen([sys.executable, "-c", f"import pipeline.hugo as h; h.serve({port})"],
+                              cwd=project, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):
+            try:
+                served = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("hugo server did not answer")
+        assert b"livereload" in served  # it is the development server
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert executed(doit(project)) == []  # nothing published changed, nothing to rebuild
+    after = {p: p.read_bytes() for p in (project / "public").rglob("*") if p.is_file()}
+    assert after == before
+    assert not any(b"livereload" in data for data in after.values())
+
+
+def test_doit_rebuilds_a_published_site_changed_behind_its_back(project):
+    index = project / "public/index.html"
+    clean = index.read_bytes()
+    index.write_bytes(clean.replace(b"</body>", b'<script src="/livereload.js"></script></body>'))
+    assert executed(doit(project)) == ["hugo"]
+    assert index.read_bytes() == clean
