@@ -88,6 +88,9 @@ def vae_summary(vae_json: Path) -> dict:
     e = r["experiment"]
     out = {"threshold": f"{e['anomalous']['threshold']:g}", "images": len(r["images"]),
            "flagged_images": r["flagged_images"], "floor": f"{r['floor']:g}",
+           "ceiling": f"{r['ceiling']:g}", "floor_margin": f"{r['config']['floor_margin']:g}",
+           "robust_z": f"{r['config']['robust_z']:g}",
+           "size": "{}×{}".format(*r["config"]["size"]),
            "subject_flagged": "yes" if r["subject_flagged"] else "no", "vae": r["vae"]["id"],
            "scaling_factor": r["vae"]["scaling_factor"],
            "perturbation": r["config"]["perturbation"],
@@ -233,7 +236,8 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
     data = {
         "model": {"preview": info["preview"], "name": info["name"], "id": info["id"],
                   "kind": info["kind"]},
-        "geometry": {**g, "levels": levels},
+        "geometry": {**g, "levels": levels,
+                     "size_multiple": g["vae_factor"] * g["deepest_stride"]},
         "attention": factors,
         "probe": probe_summary(spec, probe_dir),
         "vae_anomaly": vae,

@@ -43,7 +43,8 @@ _VAE_KEYS = {"size", "subject", "floor_margin", "robust_z", "perturbation", "thr
 
 # The measured numbers a caption may quote as {placeholders} (pipeline/emit.py's vae_summary
 # fills them; tests/test_stages.py checks that the two agree). Only VAE-analysis plots have them.
-CAPTION_FIELDS = ("threshold", "images", "flagged_images", "floor", "subject_flagged", "vae",
+CAPTION_FIELDS = ("threshold", "images", "flagged_images", "floor", "ceiling", "floor_margin",
+                  "robust_z", "size", "subject_flagged", "vae",
                   "scaling_factor", "perturbation", "spot", "anomalous_changed", "anomalous_mean",
                   "anomalous_logvar", "ordinary_changed", "ordinary_mean", "ordinary_logvar",
                   "ratio")

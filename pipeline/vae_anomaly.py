@@ -25,11 +25,15 @@ import torch
 MAD_TO_STD = 1.4826  # MAD x this = standard deviation, for normally distributed values
 
 
-def clamp_floor() -> float:
-    """The log-variance floor diffusers clamps to, read from diffusers itself."""
+def clamp_range() -> tuple[float, float]:
+    """The log-variance range diffusers clamps to (floor, ceiling), read from diffusers itself."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-    return DiagonalGaussianDistribution(torch.full((1, 2, 1, 1), -1e9)).logvar.min().item()
+    def clamped(value: float) -> float:
+        return DiagonalGaussianDistribution(torch.full((1, 2, 1, 1), value)).logvar.min().item()
+
+    return clamped(-1e9), clamped(1e9)
+
 
 
 def detect(logvar_map: torch.Tensor, floor: float, floor_margin: float,
@@ -125,7 +129,7 @@ def run(spec_path: str, model_json: str, device: str, vae_ref: str, images_dir: 
     cfg = spec.vae_anomaly
     vae, vae_info = model.load_vae(model_json, vae_ref, device)
     factor = geometry.vae_factor(vae.config)
-    floor = clamp_floor()
+    floor, ceiling = clamp_range()
     images, maps = [], {}
     for im in spec.vae_anomaly_images():
         mean, logvar = encode(vae, from_png(Path(images_dir) / im.file))
@@ -149,7 +153,7 @@ def run(spec_path: str, model_json: str, device: str, vae_ref: str, images_dir: 
                                  cfg["threshold"])
         experiment[name] = {**numbers, "logvar": logvar[y, x].item()}
         maps[f"change.{name}"] = change
-    result = {"floor": floor, "factor": factor, "config": cfg, "vae": vae_info,
+    result = {"floor": floor, "ceiling": ceiling, "factor": factor, "config": cfg, "vae": vae_info,
               "subject": subject.file, "subject_flagged": bool(subject_found),
               "images": images, "experiment": experiment,
               "flagged_images": sum(1 for i in images if i["anomalies"])}

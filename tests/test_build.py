@@ -118,7 +118,7 @@ def test_preview_banner_and_provenance_are_on_the_page(project):
     text = page(project)
     assert 'id="preview-banner"' in text and "preview model" in text
     record = json.loads((project / "models/preview/training.json").read_text())
-    banner = re.search(r'<div class="preview-banner".*?</div>', text, re.S).group(0)
+    banner = re.search(r'<aside class="preview-banner".*?</aside>', text, re.S).group(0)
     assert f"trained for {record['unet_steps_done']} UNet steps" in " ".join(banner.split())
     assert text.count('<details class="provenance">') == len(specmod.load(project / "figures.toml").figures)
     assert "<td>715317074</td>" in text and not re.search(r"\d\.\d+e\+\d", text)  # no 7.15e+08
@@ -457,3 +457,82 @@ def test_doit_rebuilds_a_published_site_changed_behind_its_back(project):
     index.write_bytes(clean.replace(b"</body>", b'<script src="/livereload.js"></script></body>'))
     assert executed(doit(project)) == ["hugo"]
     assert index.read_bytes() == clean
+
+
+# Bare numbers the prose may hold although the emitted data holds them too, each with its reason.
+PROSE_NUMBERS = {
+    ("0", "0–1 scale"): "the scale pixel values are measured on",
+    ("1", "0–1 scale"): "the scale pixel values are measured on",
+    ("1", "1/√"): "the usual attention scale, 1/√d, in a formula",
+    ("0.18215", "SD 1.5's 0.18215"): "SD 1.5's published VAE scaling factor, cited",
+    ("0.13025", "0.13025 against"): "SDXL's published VAE scaling factor, cited",
+}
+
+
+def _prose(markdown: str) -> str:
+    """The article's prose as a reader types it: front matter, shortcodes (whose numbers come
+    from the pipeline), code, link targets and named model versions removed."""
+    text = re.sub(r"\A---\n.*?\n---\n", "", markdown, flags=re.S)
+    text = re.sub(r"\{\{<.*?>\}\}", " ", text, flags=re.S)
+    text = re.sub(r"```.*?```|`[^`]*`|<!--.*?-->", " ", text, flags=re.S)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    return re.sub(r"\b(?:SD|SDXL|Stable Diffusion) ?\d+(?:\.(?:\d+|x))?", "MODEL", text)
+
+
+def _numbers(obj, skip=("prompts", "source")) -> set[float]:
+    if isinstance(obj, dict):
+        return set().union(*(_numbers(v) for k, v in obj.items() if k not in skip), set())
+    if isinstance(obj, list):
+        return set().union(*map(_numbers, obj), set())
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool):
+        return {float(obj)}
+    if isinstance(obj, str):
+        return {float(m) for m in re.findall(r"-?\d+(?:\.\d+)?", obj)}
+    return set()
+
+
+def _typed_numbers(prose: str, known: set[float], sizes: set[int], sections: set[int]) -> list:
+    """Numbers in `prose` the emitted data holds (not allow-listed); sizes and section numbers
+    must be ones the spec has."""
+    bare = []
+    for m in re.finditer(r"(?<![\w.])(?:section )?[−-]?\d+(?:\.\d+)?(?:×\d+)?(?![\w])", prose):
+        token = m.group(0)
+        context = prose[max(0, m.start() - 20):m.end() + 20]
+        if token.startswith("section "):
+            assert 1 <= int(token.split()[1]) <= max(sections), context
+            continue
+        if "×" in token:  # an image size the article discusses: it must be one the spec makes
+            w, h = map(int, token.split("×"))
+            assert w in sizes and h in sizes, f"{token} is not a size figures.toml makes"
+            continue
+        value = float(token.replace("−", "-"))
+        if value in known and not any(n == token and c in context for n, c in PROSE_NUMBERS):
+            bare.append(f"{token!r} in …{' '.join(context.split())}…")
+    return bare
+
+
+def _article_numbers(project):
+    data = json.loads((project / "build/data/article.json").read_text())
+    spec = specmod.load(project / "figures.toml")
+    sizes = {w for g in spec.all_generations() + spec.probe_generations()
+             for w in (g.width, g.height)}
+    return data, _numbers(data), sizes, {f.section for f in spec.figures}
+
+
+def test_no_number_the_pipeline_knows_is_typed_into_the_prose(project):
+    _, known, sizes, sections = _article_numbers(project)
+    prose = _prose((project / "content/sd15-image-sizes.md").read_text())
+    bare = _typed_numbers(prose, known, sizes, sections)
+    assert not bare, "numbers the pipeline emits, typed by hand (use {{< value >}}): " + "; ".join(bare)
+
+
+def test_the_bare_number_check_catches_a_typed_number(project):
+    data, known, sizes, sections = _article_numbers(project)
+    floor = data["vae_anomaly"]["floor"]
+    typed = f"diffusers clamps it to the range {{{{< value \"vae_anomaly.floor\" >}}}} to 20."
+    assert _typed_numbers(_prose(typed), known, sizes, sections) != []  # the ceiling, typed
+    typed = typed.replace("20.", '{{< value "vae_anomaly.ceiling" >}}.')
+    assert _typed_numbers(_prose(typed), known, sizes, sections) == []
+    assert _typed_numbers(f"a floor of {floor}", known, sizes, sections) != []
+    with pytest.raises(AssertionError, match="640×640 is not a size"):
+        _typed_numbers("at 640×640", known, sizes - {640}, sections)

@@ -257,7 +257,9 @@ def test_caption_fields_the_spec_allows_are_what_the_vae_summary_fills(tmp_path)
     side = {"threshold": 0.02, "changed_outside": 0.1, "mean_change_outside": 0.01, "logvar": -3}
     report = {"experiment": {"anomalous": side, "ordinary": side}, "images": [1, 2],
               "flagged_images": 1, "floor": -30.0, "subject_flagged": True,
-              "vae": {"id": "v", "scaling_factor": 0.18215}, "config": {"perturbation": 2.0}}
+              "ceiling": 20.0, "vae": {"id": "v", "scaling_factor": 0.18215},
+              "config": {"perturbation": 2.0, "floor_margin": 0.5, "robust_z": 8.0,
+                         "size": [512, 512]}}
     path = tmp_path / "anomaly.json"
     path.write_text(json.dumps(report))
     assert sorted(emit.vae_summary(path)) == sorted(CAPTION_FIELDS)

@@ -14,7 +14,7 @@ def clean_map(seed=0, shape=(64, 64)):
 
 
 def test_the_floor_is_read_from_diffusers():
-    assert vae_anomaly.clamp_floor() == -30.0
+    assert vae_anomaly.clamp_range() == (-30.0, 20.0)
 
 
 def test_detector_finds_planted_anomalies_and_nothing_in_a_clean_map():
