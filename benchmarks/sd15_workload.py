@@ -192,15 +192,7 @@ def main() -> None:
                      "fraction_of_peak": peak and round(achieved / peak, 3),
                      "plain_peak_gib": plain and plain[s]["peak_gib"] and round(plain[s]["peak_gib"], 2),
                      "ours_peak_gib": ours[s]["peak_gib"] and round(ours[s]["peak_gib"], 2)})
-    total_work = sum(flops[s] * 2 * steps * len(jobs[s]) for s in sizes)
-    total = {"plain_s": plain and round(sum(plain[s]["seconds"] for s in sizes), 3),
-             "ours_s": round(sum(ours[s]["seconds"] for s in sizes), 3),
-             "ours_sampling_s": round(sum(ours[s]["sampling_seconds"] for s in sizes), 3)}
-    total["batched_s"] = batched and round(sum(batched[s]["seconds"] for s in sizes), 3)
-    total["ratio"] = plain and round(total["plain_s"] / total["ours_s"], 2)
-    total["ratio_batched"] = batched and round(total["batched_s"] / total["ours_s"], 2)
-    total["unet_tflops_achieved"] = round(total_work / total["ours_sampling_s"] / 1e12, 3)
-    total["fraction_of_peak"] = peak and round(total["unet_tflops_achieved"] / peak, 3)
+    total = totals(rows, peak)
     result = {"device": device, "peak_tflops_fp16_dense": peak, "shape": args.shape,
               "dtype": str(comps.dtype).removeprefix("torch."), "torch": torch.__version__,
               "diffusers": diffusers.__version__, "steps": steps, "guidance": spec.sampling["guidance"],
@@ -221,5 +213,41 @@ def main() -> None:
     write_results(args.out, f"sd15_workload-{tag}", {k: v for k, v in result.items() if k != "rows"},
                   rows)
 
+def totals(rows: list[dict], peak: float | None) -> dict:
+    """The whole workload's figures from the per-size rows: times summed, ratios of the sums, and
+    the UNet's achieved TFLOP/s as total work (rate x time per size) over total sampling time."""
+    def total(col):
+        return None if any(r[col] in (None, "") for r in rows) else round(
+            sum(float(r[col]) for r in rows), 3)
+
+    out = {c: total(c) for c in ("plain_s", "batched_s", "ours_s", "ours_sampling_s")}
+    out["ratio"] = out["plain_s"] and round(out["plain_s"] / out["ours_s"], 2)
+    out["ratio_batched"] = out["batched_s"] and round(out["batched_s"] / out["ours_s"], 2)
+    work = sum(float(r["unet_tflops_achieved"]) * float(r["ours_sampling_s"]) for r in rows)
+    out["unet_tflops_achieved"] = round(work / out["ours_sampling_s"], 3)
+    out["fraction_of_peak"] = peak and round(out["unet_tflops_achieved"] / peak, 3)
+    return out
+
+
+def totals_from_csv(csv_path: str, device_name: str) -> None:
+    """Write <csv>-totals.json beside a committed per-size CSV (for a run whose JSON was lost)."""
+    import csv
+    import json
+    from pathlib import Path
+
+    rows = list(csv.DictReader(open(csv_path)))
+    out = {"source": Path(csv_path).name, "device": device_name,
+           "peak_tflops_fp16_dense": peak_tflops(device_name),
+           "total": totals(rows, peak_tflops(device_name))}
+    target = Path(csv_path).with_name(Path(csv_path).stem + "-totals.json")
+    target.write_text(json.dumps(out, indent=1) + "\n")
+    print(json.dumps(out["total"]))
+
+
 if __name__ == "__main__":
-    main()
+    import sys
+
+    if sys.argv[1:2] == ["--totals-from"]:  # --totals-from <csv> <device name>
+        totals_from_csv(sys.argv[2], sys.argv[3])
+    else:
+        main()

@@ -43,3 +43,60 @@ def test_attention_variant_benchmark_harness(tmp_path):
     assert [row[0] for row in lines[1:]] == ["usual", "logit-scale", "topk-denominator",
                                             "topk-mask"]
     assert lines[1][2] == "1.00x"
+
+
+def _result_numbers() -> set[float]:
+    import re
+
+    found = set()
+    for path in (ROOT / "benchmarks/results").iterdir():
+        for m in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", path.read_text()):
+            found.add(float(m))
+    return found
+
+
+def _unbacked(readme: str, results: set[float], allowed: dict[str, str]) -> list[str]:
+    """Measured-looking numbers in the README (decimals, thousands with commas) that no committed
+    result holds at the README's precision (a percentage may be a stored fraction)."""
+    import re
+
+    text = re.sub(r"```.*?```|`[^`]*`", " ", readme, flags=re.S)
+    missing = []
+    for m in re.finditer(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?%?|(?<![\w.,])\d+\.\d+%?(?![\w.])",
+                         text):
+        token = m.group(0)
+        if token.rstrip("%") in allowed:
+            continue
+        value = float(token.rstrip("%").replace(",", ""))
+        places = len(token.rstrip("%").split(".")[1]) if "." in token else 0
+        candidates = {round(r, places) for r in results}
+        if token.endswith("%"):
+            candidates |= {round(r * 100, places) for r in results}
+        if value not in candidates:
+            missing.append(f"{token} in …{' '.join(text[m.start() - 60:m.end()].split())}")
+    return missing
+
+
+README_NOT_MEASURED = {
+    "3.10": "the Python version required",
+    "5.7": "the UNet's parameter count (millions), checked against the shipped weights below",
+}
+
+
+def test_every_figure_the_readme_quotes_is_in_a_committed_result():
+    results = _result_numbers()
+    missing = _unbacked((ROOT / "README.md").read_text(), results, README_NOT_MEASURED)
+    assert not missing, "README numbers with no result file behind them: " + "; ".join(missing)
+    # the check itself fails on a number no result holds
+    assert _unbacked("ours runs at 33.3% of the peak, 12.345 s", results, {})
+
+
+def test_the_parameter_count_the_readme_quotes_is_the_shipped_unet():
+    import math
+
+    from safetensors import safe_open
+
+    path = ROOT / "models/preview/unet/diffusion_pytorch_model.safetensors"
+    with safe_open(str(path), "pt") as f:
+        count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+    assert f"({count / 1e6:.1f} M UNet parameters)" in " ".join((ROOT / "README.md").read_text().split())
