@@ -17,7 +17,7 @@ from doit import get_var
 from doit.task import clean_targets
 from doit.tools import config_changed
 
-from pipeline import hugo, model, spec as specmod
+from pipeline import geometry, hugo, model, spec as specmod
 from pipeline.files import prune, remove_stale_temps
 from pipeline.progress import Reporter
 from pipeline.spec import Image, digest
@@ -45,6 +45,7 @@ APPROX_JSON = APPROX.with_suffix(".json")
 DATA = BUILD / "data" / "article.json"
 MANIFEST = IMAGES / "manifest.json"
 MEASURE = BUILD / "measure.json"
+EVAL_JSON = BUILD / "eval" / "evaluation.json"
 SITE_INDEX = Path("public/index.html")
 
 try:
@@ -55,12 +56,26 @@ try:
         raise model.ModelError(f"batch={BATCH} is not a batch size; use batch=auto or a "
                                f"positive whole number such as batch=4")
     spec = specmod.load(SPEC)
+    default_seeds = spec.evaluation["default_seeds"] if spec.evaluation else 0
+    EVAL_SEEDS = get_var("eval_seeds", str(default_seeds))
+    if not (EVAL_SEEDS.isdigit() and (int(EVAL_SEEDS) > 0 or not spec.evaluation)):
+        raise model.ModelError(f"eval_seeds={EVAL_SEEDS} is not a seed count; use a positive "
+                               f"whole number, e.g. eval_seeds={spec.evaluation['seeds']} for "
+                               f"the full evaluation")
     model_ref = model.resolve(MODEL)
     model.check_vae_arg(VAE)
     if model_ref.preview and "train" not in sys.argv[1:]:
         model.check_shipped()
 except (specmod.SpecError, model.ModelError) as err:
     sys.exit(f"error: {err}")
+# The evaluation runs on the preview miniature only (its detector's domain); its cells depend on
+# the model's geometry, read from the shipped config files (no weights loaded).
+EVALUATE = model_ref.preview and spec.evaluation is not None
+EVAL_CELLS = spec.evaluation_cells(int(EVAL_SEEDS), geometry.load(model.PREVIEW_DIR)) if EVALUATE else {}
+EVAL_GENS = sorted({g for gens in EVAL_CELLS.values() for g in gens})
+EVAL_SHEETS = sorted({f"eval.{gens[0].size_key}.{gens[0].attention}.png"
+                      for gens in EVAL_CELLS.values()})
+EVAL_PLOT = "plot.evaluation.png"
 BUILD.mkdir(exist_ok=True)  # doit keeps its state in build/.doit.db
 remove_stale_temps(IMAGES)
 remove_stale_temps(LATENTS)
@@ -115,7 +130,7 @@ def task_train():
 
 def stale() -> dict[Path, set[str]]:
     """Per cache directory, the file names the current spec still uses."""
-    return {LATENTS: {Path(latent(g)).name for g in spec.all_generations()},
+    return {LATENTS: {Path(latent(g)).name for g in spec.all_generations() + EVAL_GENS},
             PROBES: {g.probe_file for g in spec.probe_generations()}}
 
 
@@ -133,11 +148,11 @@ def task_prune():
 def task_sample():
     """Sample every generation of one size, batched; latents are cached per generation."""
     sources = code("sampling", "schedule", "attention", "geometry", "model")
-    for size, gens in spec.by_size().items():
+    for size, gens in spec.by_size(EVAL_GENS).items():
         recipes = [spec.recipe(g) for g in gens]
         yield {"name": size,
                "actions": [(call, ["sampling:run", SPEC, MODEL_JSON, DEVICE, size, LATENTS,
-                                   BATCH])],
+                                   BATCH, EVAL_SEEDS if EVALUATE else 0])],
                "file_dep": [str(MODEL_JSON), *sources], "targets": [latent(g) for g in gens],
                "uptodate": [config_changed(digest([recipes, DEVICE, BATCH]))],
                "clean": [clean_targets, remove_stale]}  # and the latents of removed seeds
@@ -243,13 +258,55 @@ def task_measure():
             "targets": [str(MEASURE)], "clean": True}
 
 
+def task_evaluate():
+    """Detect characters and measure colours in every evaluated generation, per size and variant,
+    with 95% intervals; draw a contact sheet per cell (preview miniature only)."""
+    if not spec.evaluation:
+        return
+    deps = [str(MODEL_JSON), *map(latent, EVAL_GENS), *code("evaluate", "intervals", "detector",
+                                                            "measure", "portraits", "decode")]
+    return {"actions": [(call, ["evaluate:run", SPEC, MODEL_JSON, DEVICE, LATENTS,
+                                EVAL_SEEDS if EVALUATE else 0, EVAL_JSON, IMAGES])],
+            "file_dep": deps, "targets": [str(EVAL_JSON), *map(image, EVAL_SHEETS)],
+            "uptodate": [config_changed(digest([spec.evaluation, EVAL_SEEDS, EVALUATE, DEVICE]))],
+            "clean": True}
+
+
+def task_eval_plot():
+    """Plot the evaluation: duplication share and colour error against size, per variant."""
+    if not EVALUATE:
+        return
+    return {"actions": [(call, ["plots:run_evaluation", EVAL_JSON, image(EVAL_PLOT)])],
+            "file_dep": [str(EVAL_JSON), *code("plots")], "targets": [image(EVAL_PLOT)],
+            "clean": True}
+
+
+def eval_images() -> list[str]:
+    """The evaluation's images the page shows: the plot, its thumbnail and the contact sheets."""
+    if not EVALUATE:
+        return []
+    return [image(EVAL_PLOT), image(EVAL_THUMB), *map(image, EVAL_SHEETS)]
+
+
+EVAL_THUMB = "plot.evaluation.w720.png"
+
+
+def task_eval_thumb():
+    """The evaluation plot's thumbnail."""
+    if not EVALUATE:
+        return
+    return {"actions": [(call, ["images:thumbnail", image(EVAL_PLOT), image(EVAL_THUMB), 720])],
+            "file_dep": [image(EVAL_PLOT)], "targets": [image(EVAL_THUMB)], "clean": True}
+
+
 def task_emit():
     """Write the figure data Hugo renders and the image manifest (provenance and sha256)."""
     files = published_images() + [probe_file(g) for g in spec.probe_generations()]
     files += [str(VAE_JSON)] if spec.vae_anomaly else []
+    files += [str(EVAL_JSON), *eval_images()] if spec.evaluation else []
     return {"actions": [(call, ["emit:run", SPEC, MODEL_JSON, APPROX_JSON,
                                 "pipeline/approx_decoder.py", IMAGES, DATA, MANIFEST, PROBES,
-                                VAE_JSON, MEASURE])],
+                                VAE_JSON, MEASURE, EVAL_JSON])],
             "file_dep": [SPEC, str(MODEL_JSON), str(APPROX_JSON), str(MEASURE), *files,
                          *code("emit", "approx_decoder", "geometry", "plots")],
             "targets": [str(DATA), str(MANIFEST)], "clean": True}
@@ -259,6 +316,7 @@ def task_hugo():
     """Build the static site into public/ with Hugo."""
     inputs = sorted(str(p) for d in ("content", "site") for p in Path(d).rglob("*") if p.is_file())
     return {"actions": [(call, ["hugo:build", "public"])],
-            "file_dep": [*inputs, str(DATA), str(MANIFEST), *published_images(), *code("hugo")],
+            "file_dep": [*inputs, str(DATA), str(MANIFEST), *published_images(), *eval_images(),
+                         *code("hugo")],
             "targets": [str(SITE_INDEX)], "uptodate": [lambda: hugo.unchanged("public")],
             "clean": ["rm -rf public build/public.partial", f"rm -f {hugo.STATE}"]}

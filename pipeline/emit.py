@@ -31,6 +31,14 @@ def class_source(path: str | Path, name: str) -> str:
 
 def describe(prov: dict) -> str:
     """One line a reader can reproduce the image from."""
+    if prov.get("plot") == "evaluation":
+        return (f"evaluation plot: detector {prov['detector']} over {len(prov['inputs'])} "
+                f"generations ({prov['seeds']} per cell, seeds {prov['seed_range'][0]}–"
+                f"{prov['seed_range'][1]}) · {prov['model']}")
+    if prov.get("evaluation"):
+        return (f"contact sheet of {len(prov['generations'])} evaluated generations at "
+                f"{prov['width']}×{prov['height']}, attention {prov['attention']}, detector "
+                f"{prov['detector']} counts {prov['counts']} · {prov['model']} on {prov['device']}")
     if "vae_anomaly" in prov:
         return (f"{prov['plot']} plot of the VAE log-variance analysis of {len(prov['inputs'])} "
                 f"images with VAE {prov['vae']['id']} · subject {prov['subject']} · "
@@ -103,6 +111,78 @@ def vae_summary(vae_json: Path) -> dict:
     ratio = e["anomalous"]["mean_change_outside"] / max(e["ordinary"]["mean_change_outside"], 1e-12)
     out["ratio"] = f"{ratio:.1f}"
     return out
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}"
+
+
+MIN_COMPARED = 8  # generations per cell below which no difference between cells is claimed
+
+
+def compare(mine: list[float], usual: list[float], lower: str, higher: str, n: int,
+            what: str) -> str:
+    """A variant's 95% interval against the usual attention's, in words: a difference is claimed
+    only where the intervals do not overlap and each cell has at least MIN_COMPARED generations."""
+    if mine == usual:
+        return f"the same {what} as the usual attention"
+    if n < MIN_COMPARED:
+        return (f"a {what} that {n} generation{'s' if n != 1 else ''} per cell cannot tell from "
+                f"the usual attention's")
+    if mine[1] < usual[0]:
+        return lower + " than the usual attention"
+    if mine[0] > usual[1]:
+        return higher + " than the usual attention"
+    return "no difference from the usual attention that this many seeds can show"
+
+
+def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
+    """The evaluation for the page: per-cell numbers formatted for the table and the prose, the
+    plot's and the contact sheets' files (recorded in the manifest with their provenance)."""
+    if not result.get("applies"):
+        return {"applies": False, "model": result["model"]}
+    plot = _cell(Plot("evaluation"), 720, "evaluation plot: share of images with two or more "
+                 "characters and colour error against image size, per attention variant",
+                 images, manifest)
+    cells, by = [], {}
+    for c in result["cells"]:
+        prov, full = _image_info(images, c["sheet"])
+        manifest[c["sheet"]] = {**prov, "sha256": sha256_file(images / c["sheet"])}
+        row = {"size": f"{c['width']}×{c['height']}", "width": c["width"],
+               "variant": c["variant"], "sampled_as": c["sampled_as"], "n": c["n"],
+               "sheet": c["sheet"], "sheet_w": full["w"], "sheet_h": full["h"],
+               "counts": c["counts"],
+               "one_pct": _pct(c["exactly_one"]),
+               "one_ci": f"{_pct(c['exactly_one_ci'][0])}–{_pct(c['exactly_one_ci'][1])}",
+               "two_pct": _pct(c["two_plus"]),
+               "two_ci": f"{_pct(c['two_plus_ci'][0])}–{_pct(c['two_plus_ci'][1])}",
+               "colour": f"{c['colour_error']:.2f}",
+               "colour_ci": (f"{c['colour_error_ci'][0]:.2f}–{c['colour_error_ci'][1]:.2f}"
+                             if c["n"] > 1 else "no interval from one image")}
+        cells.append(row)
+        by.setdefault(str(c["width"]), {})[c["variant"]] = row
+    for size, row in by.items():
+        usual = next(c for c in result["cells"] if str(c["width"]) == size and c["variant"] == "usual")
+        for variant, cell in row.items():
+            mine = next(c for c in result["cells"]
+                        if str(c["width"]) == size and c["variant"] == variant)
+            cell["two_vs_usual"] = compare(mine["two_plus_ci"], usual["two_plus_ci"],
+                                           "fewer images with two or more characters",
+                                           "more images with two or more characters",
+                                           mine["n"], "duplication share")
+            cell["colour_vs_usual"] = compare(mine["colour_error_ci"], usual["colour_error_ci"],
+                                              "a lower colour error", "a higher colour error",
+                                              mine["n"], "colour error")
+    return {"applies": True, "level": round(100 * result["level"]), "min_compared": MIN_COMPARED,
+            "seeds": result["seeds"],
+            "full_seeds": result["full_seeds"],
+            "default_seeds": result["default_seeds"], "full": result["seeds"] >= result["full_seeds"],
+            "seed_range": "{}–{}".format(*result["seed_range"]),
+            "prompts": ", ".join(result["prompts"]), "detector": result["detector"],
+            "model": result["model"], "generations": len(result["generations"]),
+            "variants": list(dict.fromkeys(c["variant"] for c in result["cells"])),
+            "sizes": sorted({c["width"] for c in result["cells"]}),
+            "cells": cells, "by": by, "plot": plot}
 
 
 def caption(fig: Figure, numbers: dict | None) -> str:
@@ -214,7 +294,7 @@ def training_summary(path: Path) -> dict | None:
 
 def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, images_dir: str,
         out_data: str, out_manifest: str, probe_dir: str, vae_json: str,
-        measure_json: str) -> None:
+        measure_json: str, eval_json: str | None = None) -> None:
     spec = specmod.load(spec_path)
     info = read_json(model_json)
     g = info["geometry"]
@@ -247,6 +327,8 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
         "figures": figures,
         "measure": measure_summary(read_json(measure_json)),
         "training": training_summary(Path(info["dir"]) / "training.json"),
+        "evaluation": (evaluation_summary(read_json(eval_json), images, manifest)
+                       if spec.evaluation else {"applies": False}),
     }
     write_json(out_data, data)
     keep = set(manifest) | {im.file for im in spec.decodes()}

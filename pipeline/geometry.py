@@ -69,3 +69,17 @@ def logit_factor(n: int, n_train: int) -> float:
 def key_counts(geom: dict, width: int, height: int) -> list[int]:
     """Self-attention key count (tokens) at each UNet level for an image of this size."""
     return [w * h for w, h in level_sizes(geom, width, height)]
+
+
+def same_as_usual(geometry: dict, variant: str, width: int, height: int) -> bool:
+    """Whether `variant` is exactly the model's own attention for width x height images: the
+    top-k rules when no self-attention layer has more keys than at the trained size, logit
+    scaling when every layer has exactly as many (its factor is then 1)."""
+    if variant == "usual":
+        return True
+    counts = key_counts(geometry, width, height)
+    trained = key_counts(geometry, geometry["train_size"], geometry["train_size"])
+    levels = geometry["attention_levels"]
+    if variant == "logit-scale":
+        return all(counts[lv] == trained[lv] for lv in levels)
+    return all(counts[lv] <= trained[lv] for lv in levels)

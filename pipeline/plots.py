@@ -180,6 +180,59 @@ def perturbation(fig, data: dict):
 PLOTS = {"entropy": entropy, "logprob": logprob, "logvar": logvar, "perturbation": perturbation}
 
 
+def evaluation(fig, data: dict):
+    """The evaluation (section 6): share of images with two or more characters (left) and mean
+    colour error against the training renders (right) against image size, one line per variant,
+    95% intervals as bands. `fig` is unused (the evaluation is not a [[figure]])."""
+    plt = _pyplot()
+    out, (dup, col) = plt.subplots(1, 2, figsize=(9.0, 3.4))
+    variants = list(dict.fromkeys(c["variant"] for c in data["cells"]))
+    for v in variants:
+        cells = sorted((c for c in data["cells"] if c["variant"] == v), key=lambda c: c["width"])
+        xs = [c["width"] for c in cells]
+        colour, marker, line = STYLE[v]
+        for ax, key in ((dup, "two_plus"), (col, "colour_error")):
+            ax.plot(xs, [c[key] for c in cells], color=colour, marker=marker, linestyle=line,
+                    label=v, markersize=4)
+            ax.fill_between(xs, [c[f"{key}_ci"][0] for c in cells],
+                            [c[f"{key}_ci"][1] for c in cells], color=colour, alpha=0.12,
+                            linewidth=0)
+    for ax in (dup, col):
+        ax.axvline(data["train_size"], color="#999999", linewidth=0.8, linestyle="--")
+        ax.set_xlabel("image size (px on a side)")
+        ax.set_xticks(sorted({c["width"] for c in data["cells"]}))
+    dup.set_ylabel("share with two or more characters")
+    dup.set_ylim(-0.02, 1.02)
+    col.set_ylabel("colour error (RMS z vs training renders)")
+    dup.legend(loc="upper left", frameon=False)
+    out.suptitle(f"generations per cell: {data['seeds']}; bands: {100 * data['level']:.0f}% intervals "
+                 f"(Wilson for shares, bootstrap for means)", fontsize=8)
+    out.tight_layout()
+    return out
+
+
+def run_evaluation(eval_json: str, out: str) -> None:
+    """The `eval_plot` task: draw the evaluation's plot, with its provenance."""
+    import io
+    import json
+
+    from PIL import Image
+
+    from .files import read_json, write_png
+
+    data = read_json(eval_json)
+    figure = evaluation(None, data)
+    buf = io.BytesIO()
+    figure.savefig(buf, format="png", dpi=200, metadata={"Software": None})
+    _pyplot().close(figure)
+    prov = {"plot": "evaluation", "model": data["model"], "detector": data["detector"],
+            "seeds": data["seeds"], "seed_range": data["seed_range"],
+            "inputs": sorted(data["generations"])}
+    with Image.open(buf) as img:
+        img.load()
+        write_png(out, img.convert("RGB"), {"provenance": json.dumps(prov, sort_keys=True)})
+
+
 def vae_data(vae_dir, images_dir) -> dict:
     """What the VAE plots draw from: the analysis JSON, its maps and the subject image."""
     import json

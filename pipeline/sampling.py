@@ -228,15 +228,15 @@ def batches(gens: list, n: int):
 
 
 def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: str,
-        batch: str = "auto") -> None:
+        batch: str = "auto", eval_seeds: str = "0") -> None:
     from pathlib import Path
 
     from . import model, progress, spec as specmod
     from .files import atomic_write, safetensors_bytes, safetensors_metadata
 
     spec = specmod.load(spec_path)
-    gens = spec.by_size()[size_key]
     comps = model.load(model_json, device)
+    gens = spec.by_size(evaluation_generations(spec, comps.info, int(eval_seeds)))[size_key]
     for message in schedule.check_range(comps.scheduler_config, spec.sampling["sigma_min"],
                                         spec.sampling["sigma_max"]):
         print(f"warning: {message}")
@@ -261,6 +261,13 @@ def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: st
             meta = {"key": key, "provenance": json.dumps(prov, sort_keys=True)}
             atomic_write(out / f"{g.id}.safetensors", safetensors_bytes({"latents": z}, meta))
         print(f"sampled {', '.join(c.id for c in chunk)} ({done}/{len(todo)})")
+
+
+def evaluation_generations(spec, info: dict, seeds: int) -> list:
+    """What the evaluation needs sampled: only on the preview miniature (its detector's domain)."""
+    if info.get("kind") != "preview" or not seeds:
+        return []
+    return spec.evaluation_generations(seeds, info["geometry"])
 
 
 def load_latents(path) -> tuple[torch.Tensor, dict]:

@@ -40,6 +40,8 @@ _SAMPLING_KEYS = {"steps", "sampler", "schedule", "sigma_max", "sigma_min", "rho
 _APPROX_KEYS = {"hidden", "epochs", "lr", "seed", "size", "train", "heldout"}
 _PROBE_KEYS = {"step", "prompt", "seeds", "sizes", "variants", "layer", "bins", "log_min"}
 _VAE_KEYS = {"size", "subject", "floor_margin", "robust_z", "perturbation", "threshold"}
+_EVAL_KEYS = {"prompts", "seed_start", "seeds", "default_seeds", "sizes", "variants", "thumb"}
+MIN_EVAL_SEEDS = 32  # the full evaluation: at least this many generations per (size, variant)
 
 # The measured numbers a caption may quote as {placeholders} (pipeline/emit.py's vae_summary
 # fills them; tests/test_stages.py checks that the two agree). Only VAE-analysis plots have them.
@@ -159,6 +161,7 @@ class Spec:
     approx_heldout: list[Generation] = field(default_factory=list)
     probe: dict | None = None
     vae_anomaly: dict | None = None
+    evaluation: dict | None = None
 
     # --- derived views -------------------------------------------------------------------------
     def figure(self, fid: str) -> Figure:
@@ -229,11 +232,37 @@ class Spec:
         return {k: v for k, v in (self.probe or {}).items()
                 if k in ("step", "layer", "bins", "log_min")}
 
-    def by_size(self) -> dict[str, list[Generation]]:
+    def by_size(self, extra: tuple[Generation, ...] | list[Generation] = ()) -> dict[str, list[Generation]]:
+        """What each `sample:<size>` task samples: every generation the figures and the
+        approximate decoder need, and `extra` ones (the evaluation's)."""
         out: dict[str, list[Generation]] = {}
-        for g in self.all_generations():
+        for g in sorted(set(self.all_generations()) | set(extra)):
             out.setdefault(g.size_key, []).append(g)
         return out
+
+    def evaluation_cells(self, seeds: int, geometry: dict) -> dict[tuple, list[Generation]]:
+        """The evaluation's cells, ((width, height), variant) -> the generations whose images it measures:
+        generation i is prompts[i % len(prompts)] with seed seed_start + i, for i < seeds. A
+        variant that is exactly the model's own attention at that size (by the model's `geometry`,
+        pipeline/geometry.py) measures the usual attention's generations (sampled once)."""
+        from .geometry import same_as_usual
+
+        e = self.evaluation
+        if not e or seeds < 1:
+            return {}
+        cells = {}
+        for w, h in e["sizes"]:
+            for v in e["variants"]:
+                attention = "usual" if same_as_usual(geometry, v, w, h) else v
+                cells[((w, h), v)] = [Generation(e["prompts"][i % len(e["prompts"])],
+                                            e["seed_start"] + i, w, h, attention)
+                                 for i in range(seeds)]
+        return cells
+
+    def evaluation_generations(self, seeds: int, geometry: dict) -> list[Generation]:
+        """Every generation the evaluation samples, once."""
+        cells = self.evaluation_cells(seeds, geometry)
+        return sorted({g for gens in cells.values() for g in gens})
 
     def recipe(self, gen: Generation) -> dict:
         """Everything that determines a generation's latents, apart from the model and device."""
@@ -411,6 +440,25 @@ def _vae_anomaly(where: str, raw: dict, prompts: dict) -> dict:
     return {**raw, "size": size, "subject": {"prompt": subject.prompt, "seed": subject.seed}}
 
 
+def _evaluation(where: str, raw: dict, prompts: dict) -> dict:
+    _unknown_keys(where, raw, _EVAL_KEYS)
+    missing = sorted(_EVAL_KEYS - set(raw))
+    if missing:
+        raise SpecError(f"{where}: missing {missing[0]!r}")
+    if not isinstance(raw["prompts"], list) or not raw["prompts"]:
+        raise SpecError(f"{where}: prompts must be a non-empty list of prompt keys")
+    for key in raw["prompts"]:
+        if key not in prompts:
+            raise SpecError(f"{where}: unknown prompt key {key!r}; known keys are "
+                            f"{', '.join(sorted(prompts))}")
+    _number(where, raw, "seed_start", 0, 2**62, integer=True)
+    _number(where, raw, "seeds", MIN_EVAL_SEEDS, 100_000, integer=True)
+    _number(where, raw, "default_seeds", 1, raw["seeds"], integer=True)
+    _number(where, raw, "thumb", 16, 512, integer=True)
+    return {**raw, "sizes": _sizes(where, raw["sizes"]),
+            "variants": _variants(where, raw["variants"])}
+
+
 def _plot_figure(where: str, raw: dict, probe: dict | None, vae: dict | None) -> Figure:
     if raw["plot"] not in PLOTS:
         raise SpecError(f"{where}: unknown plot {raw['plot']!r}; use one of {', '.join(PLOTS)}")
@@ -476,6 +524,9 @@ def parse(data: dict, path: Path) -> Spec:
     probe = _probe(f"{name} [probe]", data["probe"], sampling, prompts) if "probe" in data else None
     vae = (_vae_anomaly(f"{name} [vae_anomaly]", data["vae_anomaly"], prompts)
            if "vae_anomaly" in data else None)
+
+    evaluation = (_evaluation(f"{name} [evaluation]", data["evaluation"], prompts)
+                  if "evaluation" in data else None)
 
     raw_figs = data["figure"]
     by_id: dict[str, dict] = {}
@@ -573,7 +624,7 @@ def parse(data: dict, path: Path) -> Spec:
         if not isinstance(approx[part], list):
             raise SpecError(f"{where}: {part} must be a list of {{ prompt, seed }}")
     spec = Spec(path=path, sampling=sampling, prompts=prompts, approx=approx, figures=figures,
-                probe=probe, vae_anomaly=vae)
+                probe=probe, vae_anomaly=vae, evaluation=evaluation)
     if vae is not None:
         if spec.vae_anomaly_subject() not in {im.gen for im in spec.vae_anomaly_images()}:
             raise SpecError(f"{name} [vae_anomaly]: subject {vae['subject']} at "
@@ -593,6 +644,16 @@ def parse(data: dict, path: Path) -> Spec:
         if not gens:
             raise SpecError(f"{name} [approx_decoder]: {part} needs at least one generation")
         setattr(spec, f"approx_{part}", gens)
+    if evaluation is not None:
+        e = evaluation
+        span = range(e["seed_start"], e["seed_start"] + e["seeds"])
+        shown = article_seeds | {g.seed for g in spec.approx_train + spec.approx_heldout}
+        shown |= set(probe["seeds"]) if probe else set()
+        clash = sorted(s for s in shown if s in span)
+        if clash:
+            raise SpecError(f"{name} [evaluation]: seed {clash[0]} is in its range "
+                            f"{span.start}..{span.stop - 1} and is also used elsewhere; the "
+                            f"evaluation's seeds must be held apart, move seed_start")
     if set(spec.approx_train) & set(spec.approx_heldout):
         raise SpecError(f"{name} [approx_decoder]: a generation is in both train and heldout; "
                         f"held-out data must not be trained on")

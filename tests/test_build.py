@@ -538,3 +538,68 @@ def test_the_bare_number_check_catches_a_typed_number(project):
     assert _typed_numbers(f"a floor of {floor}", known, sizes, sections) != []
     with pytest.raises(AssertionError, match="640×640 is not a size"):
         _typed_numbers("at 640×640", known, sizes - {640}, sections)
+
+
+def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
+    result = json.loads((project / "build/eval/evaluation.json").read_text())
+    data = json.loads((project / "build/data/article.json").read_text())["evaluation"]
+    spec = specmod.load(project / "figures.toml")
+    assert result["applies"] and result["seeds"] == spec.evaluation["default_seeds"]
+    assert result["detector"] and result["model_sha256"]
+    text = page(project)
+    block = re.search(r'<figure class="fig fig-evaluation".*?</figure>', text, re.S).group(0)
+    assert f'href="/images/{data["plot"]["full"]}"' in block
+    assert (project / "public/images" / data["plot"]["full"]).exists()
+    cells = re.findall(r'<td data-variant="([^"]+)" data-counts="([^"]*)">', block)
+    assert len(cells) == len(result["cells"]) == len(spec.evaluation["sizes"]) * len(
+        spec.evaluation["variants"])
+    by_cell = {(c["width"], c["variant"]): c for c in result["cells"]}
+    rows = re.findall(r'<tr data-size="(\d+)">(.*?)</tr>', block, re.S)
+    for size, row in rows:
+        for variant, counts in re.findall(r'<td data-variant="([^"]+)" data-counts="([^"]*)">', row):
+            cell = by_cell[(int(size), variant)]
+            assert [int(c) for c in counts.split()] == cell["counts"]
+            sheet = project / "public/images" / cell["sheet"]
+            assert sheet.exists() and f'src="/images/{cell["sheet"]}"' in row
+            from PIL import Image
+            with Image.open(sheet) as im:  # the sheet records the counts printed on it
+                assert json.loads(im.info["provenance"])["counts"] == cell["counts"]
+            assert f"two or more {round(100 * cell['two_plus'])}%" in row
+    manifest = json.loads((project / "static/images/manifest.json").read_text())["images"]
+    assert all(c["sheet"] in manifest for c in result["cells"])
+    assert f"{result['seeds']} generations per cell" in block
+
+
+def test_the_page_has_no_empty_table_header_and_everything_in_a_landmark(project):
+    from html.parser import HTMLParser
+
+    text = page(project)
+
+    class Check(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.th, self.empty, self.outside = [], None, 0, []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "th":
+                self.th = ""
+            if self.stack == ["html", "body"] and tag not in ("header", "main", "footer", "aside",
+                                                              "nav", "script"):
+                self.outside.append(tag)
+            if tag not in ("meta", "link", "img", "br", "input", "hr", "source"):
+                self.stack.append(tag)
+
+        def handle_endtag(self, tag):
+            if tag == "th":
+                self.empty += not self.th.strip()
+                self.th = None
+            if self.stack and self.stack[-1] == tag:
+                self.stack.pop()
+
+        def handle_data(self, data):
+            if self.th is not None:
+                self.th += data
+
+    check = Check()
+    check.feed(text)
+    assert check.empty == 0 and check.outside == [], (check.empty, check.outside)

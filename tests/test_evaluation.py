@@ -1,0 +1,91 @@
+"""The evaluation (section 6): interval arithmetic on known cases, the cells figures.toml asks for,
+and the per-cell summary and contact sheet on planted detector results."""
+import math
+from pathlib import Path
+
+import pytest
+
+from pipeline import evaluate, geometry, intervals, spec as specmod
+from pipeline.spec import SpecError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("successes, n, lo, hi", [
+    (0, 10, 0.0, 0.27753), (5, 10, 0.23659, 0.76341), (10, 10, 0.72247, 1.0),
+    (1, 32, 0.00554, 0.15744), (16, 32, 0.33631, 0.66369),
+])
+def test_wilson_interval_known_cases(successes, n, lo, hi):
+    got = intervals.wilson(successes, n)
+    assert got == pytest.approx((lo, hi), abs=2e-5)
+
+
+def test_wilson_closed_form_at_zero_and_refuses_no_data():
+    z = intervals.Z95
+    for n in (1, 2, 7, 100):
+        assert intervals.wilson(0, n)[1] == pytest.approx(z * z / (n + z * z))
+    with pytest.raises(ValueError):
+        intervals.wilson(0, 0)
+
+
+def test_bootstrap_mean_interval():
+    assert intervals.bootstrap_mean([2.5] * 7) == (2.5, 2.5)
+    values = [0.1 * i for i in range(40)]
+    lo, hi = intervals.bootstrap_mean(values)
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    half = 1.96 * sd / math.sqrt(len(values))  # the normal approximation, for comparison
+    assert lo < mean < hi
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert intervals.bootstrap_mean(values) == (lo, hi)  # seeded: same numbers every run
+    assert intervals.bootstrap_mean(values, seed=1) != (lo, hi)
+
+
+def test_cells_share_the_usual_samples_where_a_variant_is_the_usual_attention():
+    spec = specmod.load(ROOT / "figures.toml")
+    g = geometry.load(ROOT / "models/preview")
+    cells = spec.evaluation_cells(3, g)
+    e = spec.evaluation
+    assert set(cells) == {(s, v) for s in e["sizes"] for v in e["variants"]}
+    for ((w, h), variant), gens in cells.items():
+        assert len(gens) == 3 and all((x.width, x.height) == (w, h) for x in gens)
+        assert [x.seed for x in gens] == [e["seed_start"] + i for i in range(3)]
+        bigger = w > g["train_size"]
+        if variant.startswith("topk"):
+            assert {x.attention for x in gens} == {variant if bigger else "usual"}
+        if variant == "logit-scale":
+            assert {x.attention for x in gens} == {"usual" if w == g["train_size"] else variant}
+    unique = spec.evaluation_generations(3, g)
+    assert len(unique) == len(set(unique)) == len({x for gs in cells.values() for x in gs})
+    shown = {x.seed for x in spec.all_generations()}
+    assert not shown & {x.seed for x in spec.evaluation_generations(e["seeds"], g)}
+
+
+def test_evaluation_seeds_must_be_held_apart_and_enough():
+    import tomllib
+
+    data = tomllib.loads((ROOT / "figures.toml").read_text())
+    data["evaluation"]["seed_start"] = 715317070
+    with pytest.raises(SpecError, match=r"seed 715317074 is in its range .* held apart"):
+        specmod.parse(data, ROOT / "figures.toml")
+    data = tomllib.loads((ROOT / "figures.toml").read_text())
+    data["evaluation"]["seeds"] = 8
+    with pytest.raises(SpecError, match=r"seeds = 8 must be an integer in 32"):
+        specmod.parse(data, ROOT / "figures.toml")
+
+
+def test_cell_summary_and_contact_sheet_on_planted_results():
+    from PIL import Image
+
+    rows = [{"characters": c, "colour_error": e}
+            for c, e in [(1, 1.0), (2, 2.0), (0, 3.0), (1, 1.5), (3, 2.5)]]
+    s = evaluate.cell_summary(rows)
+    assert s["n"] == 5 and s["exactly_one"] == 0.4 and s["two_plus"] == 0.4 and s["none"] == 0.2
+    assert s["two_plus_ci"] == intervals.wilson(2, 5)
+    assert s["colour_error"] == pytest.approx(2.0)
+    assert s["colour_error_ci"][0] < 2.0 < s["colour_error_ci"][1]
+    images = [Image.new("RGB", (64, 64), (i * 20, 0, 0)) for i in range(10)]
+    sheet = evaluate.contact_sheet(images, [r % 3 for r in range(10)], thumb=32)
+    assert sheet.size == (evaluate.SHEET_COLUMNS * 34, 2 * 34)
+    assert sheet.getpixel((20, 20)) == (0, 0, 0)          # first thumbnail, below its label
+    assert sheet.getpixel((34 + 20, 20)) == (20, 0, 0)    # second thumbnail
