@@ -65,9 +65,7 @@ def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: s
 
     spec = specmod.load(spec_path)
     info = read_json(model_json)
-    if info["kind"] != "preview":
-        write_json(out_json, {"applies": False, "model": info["id"]})
-        print("evaluate: the detector applies to the preview miniature only; skipped")
+    if not measure.detector_applies(info, out_json, "evaluate"):
         return
     g = info["geometry"]
     cells = spec.evaluation_cells(int(seeds), g)

@@ -37,14 +37,22 @@ def summarise(rows: list[dict]) -> dict:
     return out
 
 
+def detector_applies(info: dict, out: str, stage: str) -> bool:
+    """The detector knows the preview miniature's domain only: on another model a stage that
+    uses it records that it does not apply (in `out`) and says so."""
+    if info["kind"] == "preview":
+        return True
+    write_json(out, {"applies": False, "model": info["id"]})
+    print(f"{stage}: the detector applies to the preview miniature only; skipped")
+    return False
+
+
 def run(spec_path: str, model_json: str, images_dir: str, out: str) -> None:
     from PIL import Image
 
     spec = specmod.load(spec_path)
     info = read_json(model_json)
-    if info["kind"] != "preview":
-        write_json(out, {"applies": False, "model": info["id"]})
-        print("measure: the detector applies to the preview miniature only; skipped")
+    if not detector_applies(info, out, "measure"):
         return
     ref = reference(spec.prompts)
     images, groups = {}, {}

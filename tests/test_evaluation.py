@@ -89,3 +89,20 @@ def test_cell_summary_and_contact_sheet_on_planted_results():
     assert sheet.size == (evaluate.SHEET_COLUMNS * 34, 2 * 34)
     assert sheet.getpixel((20, 20)) == (0, 0, 0)          # first thumbnail, below its label
     assert sheet.getpixel((34 + 20, 20)) == (20, 0, 0)    # second thumbnail
+
+
+def test_on_a_model_the_detector_does_not_know_the_evaluation_is_left_out(tmp_path):
+    import json
+
+    from pipeline import emit
+
+    model_json = tmp_path / "model.json"
+    model_json.write_text(json.dumps({"kind": "dir", "id": "sd15@abc", "geometry": {}}))
+    out = tmp_path / "evaluation.json"
+    evaluate.run(str(ROOT / "figures.toml"), str(model_json), "cpu", str(tmp_path), "4",
+                 str(out), str(tmp_path))
+    result = json.loads(out.read_text())
+    assert result == {"applies": False, "model": "sd15@abc"}
+    assert emit.evaluation_summary(result, tmp_path, {}) == {"applies": False, "model": "sd15@abc"}
+    shortcode = (ROOT / "site/layouts/_shortcodes/evaluation.html").read_text()
+    assert "The evaluation is left out of this build" in shortcode
