@@ -303,6 +303,18 @@ def test_an_unreachable_hub_model_fails_its_task_in_one_line(scratch):
     assert [p.name for p in (scratch / "static/images").iterdir()] == [".gitkeep"]
 
 
+def test_device_cuda_without_cuda_fails_in_one_line(scratch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = doit(scratch, "device=cuda", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Traceback" not in out, out
+    errors = [l for l in out.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1 and "device=cuda was asked for but torch sees no CUDA device" in errors[0]
+
+
 def test_damaged_shipped_weights_name_the_file_and_doit_train(scratch):
     weights = scratch / "models/preview/vae/diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
