@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import functools
 import json
+import math
 from pathlib import Path
 
 from PIL import Image as PILImage
@@ -247,8 +248,16 @@ def probe_summary(spec: Spec, probe_dir: str | Path) -> dict | None:
         for key in ("entropy", "mass"):
             for level, value in level_means(results, key).items():
                 cell.setdefault(str(level), {})[key] = round(value, 2)
-        cell["first"] = cell[min(cell, key=int)]
+        first_level = min(cell, key=int)
+        n = next(x["n"] for x in results[0]["layers"] if str(x["level"]) == first_level)
+        cell[first_level]["uniform"] = round(math.log(n), 2)  # the entropy of uniform attention
+        cell["first"] = cell[first_level]
         summary.setdefault(str(width), {})[variant] = cell
+    for cells in summary.values():  # what logit scaling does to the first level's entropy
+        if "usual" in cells and "logit-scale" in cells:
+            u, l = cells["usual"]["first"], cells["logit-scale"]["first"]
+            cells["logit_shift"] = round(l["entropy"] - u["entropy"], 2)
+            cells["usual_gap"] = round(u["uniform"] - u["entropy"], 2)
     first = next(iter(by.values()))[0]
     return {"step": first["step"] + 1, "sigma": round(first["sigma"], 2), "summary": summary,
             "seeds": f"{len(spec.probe['seeds'])} seed" + "s" * (len(spec.probe["seeds"]) != 1),
