@@ -101,10 +101,17 @@ def test_manifest_records_what_made_each_image(project):
     spec = specmod.load(project / "figures.toml")
     names = ({im.file for f in spec.figures for im in f.files()}
              | {im.thumb_file(w) for im, w in spec.thumbs()})
-    assert set(manifest["images"]) == names
+    evaluation = json.loads((project / "build/eval/evaluation.json").read_text())
+    sheets = {c["sheet"] for c in evaluation["cells"]}
+    plots = {"plot.evaluation.png", "plot.evaluation.w720.png"}
+    assert set(manifest["images"]) == names | sheets | plots
     for name, rec in manifest["images"].items():
         data = (project / "static/images" / name).read_bytes()
         assert rec["sha256"] == hashlib.sha256(data).hexdigest()
+        if name in sheets | plots:  # the evaluation's: what it measured, with which detector
+            assert rec["detector"] == evaluation["detector"] and rec["model"] == evaluation["model"]
+            assert len(rec["generations"] if name in sheets else rec["inputs"]) >= 1
+            continue
         keys = (("plot", "figure", "inputs") if name.startswith("plot.") else
                 ("seed", "width", "height", "attention", "decoder", "batch"))
         for key in keys + ("prompt_key", "steps", "sampler", "guidance", "model", "device"):
@@ -579,7 +586,7 @@ def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
             assert f"two or more {round(100 * cell['two_plus'])}%" in row
     manifest = json.loads((project / "static/images/manifest.json").read_text())["images"]
     assert all(c["sheet"] in manifest for c in result["cells"])
-    assert f"{result['seeds']} generations per cell" in block
+    assert f"({result['seeds']} per cell" in block
 
 
 def test_the_page_has_no_empty_table_header_and_everything_in_a_landmark(project):
