@@ -153,7 +153,7 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
                "variant": c["variant"], "sampled_as": c["sampled_as"], "n": c["n"],
                "sheet": c["sheet"], "sheet_w": full["w"], "sheet_h": full["h"],
                "counts": c["counts"],
-               "one_pct": _pct(c["exactly_one"]),
+               "one_pct": _pct(c["exactly_one"]), "none_pct": _pct(c["none"]),
                "one_ci": f"{_pct(c['exactly_one_ci'][0])}–{_pct(c['exactly_one_ci'][1])}",
                "two_pct": _pct(c["two_plus"]),
                "two_ci": f"{_pct(c['two_plus_ci'][0])}–{_pct(c['two_plus_ci'][1])}",
