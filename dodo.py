@@ -73,9 +73,9 @@ except (specmod.SpecError, model.ModelError) as err:
 EVALUATE = model_ref.preview and spec.evaluation is not None
 EVAL_CELLS = spec.evaluation_cells(int(EVAL_SEEDS), geometry.load(model.PREVIEW_DIR)) if EVALUATE else {}
 EVAL_GENS = sorted({g for gens in EVAL_CELLS.values() for g in gens})
-EVAL_SHEETS = sorted({f"eval.{gens[0].size_key}.{gens[0].attention}.png"
-                      for gens in EVAL_CELLS.values()})
-EVAL_PLOT = "plot.evaluation.png"
+EVAL_SHEETS = sorted({gens[0].sheet_file for gens in EVAL_CELLS.values()})
+EVAL_PLOT = specmod.EVALUATION_PLOT.file
+EVAL_THUMB = specmod.EVALUATION_PLOT.thumb_file(specmod.EVALUATION_PLOT_THUMB)
 BUILD.mkdir(exist_ok=True)  # doit keeps its state in build/.doit.db
 remove_stale_temps(IMAGES)
 remove_stale_temps(LATENTS)
@@ -128,15 +128,16 @@ def task_train():
             "uptodate": [False], "verbosity": 2}
 
 
-def stale() -> dict[Path, set[str]]:
-    """Per cache directory, the file names the current spec still uses."""
-    return {LATENTS: {Path(latent(g)).name for g in spec.all_generations() + EVAL_GENS},
-            PROBES: {g.probe_file for g in spec.probe_generations()}}
+def stale() -> dict[Path, tuple[str, set[str]]]:
+    """Per cache directory, its files' suffix and the file names the current spec still uses."""
+    return {LATENTS: (".safetensors", {Path(latent(g)).name
+                                       for g in spec.all_generations() + EVAL_GENS}),
+            PROBES: (".json", {g.probe_file for g in spec.probe_generations()})}
 
 
 def remove_stale() -> None:
-    for directory, keep in stale().items():
-        for name in prune(directory, keep, ".safetensors" if directory == LATENTS else ".json"):
+    for directory, (suffix, keep) in stale().items():
+        for name in prune(directory, keep, suffix):
             print(f"removed {directory / name} (no generation of {SPEC} uses it)")
 
 
@@ -288,14 +289,12 @@ def eval_images() -> list[str]:
     return [image(EVAL_PLOT), image(EVAL_THUMB), *map(image, EVAL_SHEETS)]
 
 
-EVAL_THUMB = "plot.evaluation.w720.png"
-
-
 def task_eval_thumb():
     """The evaluation plot's thumbnail."""
     if not EVALUATE:
         return
-    return {"actions": [(call, ["images:thumbnail", image(EVAL_PLOT), image(EVAL_THUMB), 720])],
+    return {"actions": [(call, ["images:thumbnail", image(EVAL_PLOT), image(EVAL_THUMB),
+                                specmod.EVALUATION_PLOT_THUMB])],
             "file_dep": [image(EVAL_PLOT)], "targets": [image(EVAL_THUMB)], "clean": True}
 
 

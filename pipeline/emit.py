@@ -114,10 +114,6 @@ def vae_summary(vae_json: Path) -> dict:
     return out
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.0f}"
-
-
 MIN_COMPARED = 8  # generations per cell below which no difference between cells is claimed
 
 
@@ -142,7 +138,8 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
     plot's and the contact sheets' files (recorded in the manifest with their provenance)."""
     if not result.get("applies"):
         return {"applies": False, "model": result["model"]}
-    plot = _cell(Plot("evaluation"), 720, "evaluation plot: share of images with two or more "
+    plot = _cell(specmod.EVALUATION_PLOT, specmod.EVALUATION_PLOT_THUMB,
+                 "evaluation plot: share of images with two or more "
                  "characters and colour error against image size, per attention variant",
                  images, manifest)
     cells, by = [], {}
@@ -153,20 +150,20 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
                "variant": c["variant"], "sampled_as": c["sampled_as"], "n": c["n"],
                "sheet": c["sheet"], "sheet_w": full["w"], "sheet_h": full["h"],
                "counts": c["counts"],
-               "one_pct": _pct(c["exactly_one"]), "none_pct": _pct(c["none"]),
-               "one_ci": f"{_pct(c['exactly_one_ci'][0])}–{_pct(c['exactly_one_ci'][1])}",
-               "two_pct": _pct(c["two_plus"]),
-               "two_ci": f"{_pct(c['two_plus_ci'][0])}–{_pct(c['two_plus_ci'][1])}",
+               "one_pct": percent(c["exactly_one"]), "none_pct": percent(c["none"]),
+               "one_ci": "{}–{}".format(*map(percent, c["exactly_one_ci"])),
+               "two_pct": percent(c["two_plus"]),
+               "two_ci": "{}–{}".format(*map(percent, c["two_plus_ci"])),
                "colour": f"{c['colour_error']:.2f}",
                "colour_ci": (f"{c['colour_error_ci'][0]:.2f}–{c['colour_error_ci'][1]:.2f}"
                              if c["n"] > 1 else "no interval from one image")}
         cells.append(row)
         by.setdefault(str(c["width"]), {})[c["variant"]] = row
+    measured = {(str(c["width"]), c["variant"]): c for c in result["cells"]}
     for size, row in by.items():
-        usual = next(c for c in result["cells"] if str(c["width"]) == size and c["variant"] == "usual")
+        usual = measured[(size, "usual")]
         for variant, cell in row.items():
-            mine = next(c for c in result["cells"]
-                        if str(c["width"]) == size and c["variant"] == variant)
+            mine = measured[(size, variant)]
             cell["two_vs_usual"] = compare(mine["two_plus_ci"], usual["two_plus_ci"],
                                            "fewer images with two or more characters",
                                            "more images with two or more characters",

@@ -18,11 +18,6 @@ from . import detector, intervals
 SHEET_COLUMNS = 8
 
 
-def sheet_file(width: int, height: int, attention: str) -> str:
-    """The contact sheet of the generations sampled at this size with this attention."""
-    return f"eval.{width}x{height}.{attention}.png"
-
-
 def cell_summary(rows: list[dict]) -> dict:
     """Shares and mean colour error of one cell, with 95% intervals."""
     n = len(rows)
@@ -80,7 +75,7 @@ def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: s
             with torch.no_grad():
                 img = decode.to_pil(decode.vae(z[None], comps.vae)[0])
             analysed[gen.id] = {**detector.analyse(img, ref), "image": img, "provenance": prov}
-        sheet = sheet_file(gens[0].width, gens[0].height, gens[0].attention)
+        sheet = gens[0].sheet_file
         if sheet not in sheets:
             rows = [analysed[x.id] for x in gens]
             sheets[sheet] = [x.id for x in gens]
@@ -98,7 +93,7 @@ def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: s
         rows = [analysed[x.id] for x in gens]
         out_cells.append({"width": w, "height": h, "variant": variant,
                           "sampled_as": gens[0].attention,
-                          "sheet": sheet_file(w, h, gens[0].attention),
+                          "sheet": gens[0].sheet_file,
                           "counts": [r["characters"] for r in rows], **cell_summary(rows)})
     e = spec.evaluation
     write_json(out_json, {

@@ -77,6 +77,11 @@ class Generation:
         """The probe stage's statistics for this generation, relative to its directory."""
         return f"{self.id}.json"
 
+    @property
+    def sheet_file(self) -> str:
+        """The evaluation's contact sheet of every generation of this size and attention."""
+        return f"eval.{self.size_key}.{self.attention}.png"
+
 
 class _Shown:
     """Something a figure shows: a PNG named after it, and its thumbnails."""
@@ -111,6 +116,11 @@ class Plot(_Shown):
     @property
     def name(self) -> str:
         return f"plot.{self.figure}"
+
+
+# The evaluation's plot (pipeline/plots.py `evaluation`) and the width of its thumbnail.
+EVALUATION_PLOT = Plot("evaluation")
+EVALUATION_PLOT_THUMB = 720
 
 
 @dataclass(frozen=True)
