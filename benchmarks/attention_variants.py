@@ -6,7 +6,10 @@
 Times one UNet forward on the CFG pair of `--batch` images at `--size` (768 by default) under
 each variant, after a warm-up, side by side in one process, and prints seconds per forward, the
 ratio to `usual`, and (on a GPU) peak memory. With the probe off, `usual` and `logit-scale` run
-the fused kernel; the top-k variants run the blocked explicit path (pipeline/attention.py).
+the fused kernel; the top-k variants run the blocked explicit path (pipeline/attention.py). On
+the CPU the top-k variants are timed twice: with the CPU's cache-sized query blocks
+(CPU_BUDGET_BYTES, what the pipeline uses) and with the GPU's large ones (BUDGET_BYTES), so the
+block size's effect is measured side by side.
 """
 from __future__ import annotations
 
@@ -39,11 +42,18 @@ def main() -> None:
     name = torch.cuda.get_device_name(dev) if dev.startswith("cuda") else "cpu"
     print(f"# {args.shape} UNet on {name} ({str(dt).removeprefix('torch.')}), "
           f"{args.size}x{args.size}, CFG pair of {args.batch}, torch {torch.__version__}, "
-          f"query-block budget {attention.BUDGET_BYTES >> 20} MiB")
-    print(f"{'variant':18s} {'s/forward':>10s} {'vs usual':>9s} {'peak GiB':>9s}")
+          f"query-block budget {attention.block_budget(torch.device(dev)) >> 20} MiB")
+    print(f"{'variant':32s} {'s/forward':>10s} {'vs usual':>9s} {'peak GiB':>9s}")
     base = None
     rows = []
-    for variant in attention.VARIANTS:
+    budget = attention.block_budget(torch.device(dev))
+    runs = [(v, v, budget) for v in attention.VARIANTS]
+    if budget != attention.BUDGET_BYTES:
+        runs += [(f"{v} ({attention.BUDGET_BYTES >> 20} MiB blocks)", v, attention.BUDGET_BYTES)
+                 for v in attention.VARIANTS if v not in attention.FUSED]
+    cpu_budget = attention.CPU_BUDGET_BYTES
+    for label, variant, budget_used in runs:
+        attention.CPU_BUDGET_BYTES = budget_used if dev == "cpu" else cpu_budget
         attention.install(comps.unet, variant, g, args.size, args.size)
         with torch.no_grad():
             comps.unet(x, t, encoder_hidden_states=ctx)  # warm-up
@@ -58,17 +68,19 @@ def main() -> None:
         base = base or sec
         peak = (f"{torch.cuda.max_memory_allocated() / 2**30:9.2f}" if dev.startswith("cuda")
                 else f"{'-':>9s}")
-        print(f"{variant:18s} {sec:10.4f} {sec / base:8.2f}x {peak}")
-        rows.append({"variant": variant, "seconds_per_forward": round(sec, 5),
+        print(f"{label:32s} {sec:10.4f} {sec / base:8.2f}x {peak}")
+        rows.append({"variant": label, "block_budget_mib": budget_used >> 20,
+                     "seconds_per_forward": round(sec, 5),
                      "vs_usual": round(sec / base, 2),
                      "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                      if dev.startswith("cuda") else None})
     attention.restore(comps.unet)
+    attention.CPU_BUDGET_BYTES = cpu_budget
     tag = "cuda" if dev.startswith("cuda") else "cpu"
     write_results(args.out, f"attention_variants-{args.shape}-{tag}",
                   {"device": name, "dtype": str(dt).removeprefix("torch."), "size": args.size,
                    "batch": args.batch, "repeats": args.repeats,
-                   "budget_mib": attention.BUDGET_BYTES >> 20}, rows)
+                   "block_budget_mib": budget >> 20}, rows)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
     python benchmarks/build_speed.py            # preview model, clean build in a scratch copy
 
 Measures, in one run and one scratch copy of the project:
-  1. the full default build from clean (model, sampling, decoding, distillation, site),
+  1. the full default build from clean (model, sampling, decoding, distillation, site), and
+     where its time went: seconds per kind of task (doit task name before the colon), from
+     the times pipeline/progress.Reporter records,
   2. an up-to-date `doit` (nothing to do),
   3. a prose-only change (only Hugo reruns; best of three).
 Targets on the 2-core build machine:
@@ -11,6 +13,7 @@ under 5 minutes, 1.5 s and 3 s.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -24,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, write_results  # noqa: E402
 from conftest import copy_project  # noqa: E402
+
+from pipeline.progress import TIMES  # noqa: E402
 
 
 def timed(cwd: Path, *args: str) -> tuple[float, str]:
@@ -43,6 +48,14 @@ def main() -> None:
         cwd = copy_project(scratch)
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
         full, _ = timed(cwd)
+        stages = {}
+        for task, sec in json.loads((cwd / TIMES).read_text()).items():
+            stages[task.split(":")[0]] = stages.get(task.split(":")[0], 0.0) + sec
+        stages = dict(sorted(((k, round(v, 2)) for k, v in stages.items()),
+                             key=lambda kv: -kv[1]))
+        print(f"{'task kind':24s} {'seconds':>9s}")
+        for name, sec in stages.items():
+            print(f"{name:24s} {sec:9.2f}")
         noop = min(timed(cwd)[0] for _ in range(3))
         md = cwd / "content" / "sd15-image-sizes.md"
         prose = []
@@ -59,7 +72,8 @@ def main() -> None:
         for name, value, target in rows:
             flag = "ok" if value <= target else "OVER"
             print(f"{name:42s} {value:9.2f} {target:8.1f}  {flag}")
-        write_results(ROOT / "benchmarks" / "results", "build_speed-preview-cpu", {},
+        write_results(ROOT / "benchmarks" / "results", "build_speed-preview-cpu",
+                      {"full_build_seconds_by_task_kind": stages},
                       [{"measurement": n, "seconds": round(v, 2), "target_seconds": t}
                        for n, v, t in rows])
     finally:

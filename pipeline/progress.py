@@ -2,22 +2,35 @@
 bar per batch of sampling steps (quiet when the output is not a terminal)."""
 from __future__ import annotations
 
+import time
+
 from doit.reporter import ConsoleReporter
+
+TIMES = "build/task-times.json"  # wall seconds of every task the last `doit` run executed
 
 
 class Reporter(ConsoleReporter):
     """doit's console reporter, except that up-to-date tasks are counted in one closing line
-    instead of one `--` line each (an up-to-date build of the article has about 150 tasks)."""
+    instead of one `--` line each (an up-to-date build of the article has about 150 tasks), and
+    the wall time of each task that ran is written to TIMES (benchmarks/build_speed.py reads
+    it)."""
 
-    desc = "console output, up-to-date tasks counted"
+    desc = "console output, up-to-date tasks counted, task times recorded"
 
     def __init__(self, outstream, options):
         super().__init__(outstream, options)
         self.uptodate = self.ran = 0
+        self.started, self.seconds = {}, {}
 
     def execute_task(self, task):
         self.ran += bool(task.actions)
+        self.started[task.name] = time.perf_counter()
         super().execute_task(task)
+
+    def add_success(self, task):
+        if task.name in self.started:
+            self.seconds[task.name] = round(time.perf_counter() - self.started[task.name], 3)
+        super().add_success(task)
 
     def skip_uptodate(self, task):
         self.uptodate += bool(task.actions)  # a group of subtasks has none: not counted
@@ -27,6 +40,10 @@ class Reporter(ConsoleReporter):
             what = "task is" if self.uptodate == 1 else "tasks are"
             self.write(f"{self.uptodate} {what} up to date"
                        + (f", {self.ran} ran\n" if self.ran else "; nothing to do\n"))
+        if self.seconds:
+            from .files import write_json
+
+            write_json(TIMES, self.seconds)
         super().complete_run()
 
 

@@ -117,6 +117,25 @@ def test_block_size_respects_the_memory_budget():
     assert rows >= 1
 
 
+def test_the_cpu_uses_cache_sized_blocks_and_the_gpu_large_ones():
+    assert attention.block_budget(torch.device("cpu")) == attention.CPU_BUDGET_BYTES
+    assert attention.block_budget(torch.device("cuda")) == attention.BUDGET_BYTES
+    assert attention.CPU_BUDGET_BYTES < attention.BUDGET_BYTES
+
+
+def test_topk_rules_match_their_definitions_on_random_scores():
+    torch.manual_seed(3)
+    scores = torch.randn(2, 3, 40, 500) * 4
+    k = 123
+    top = torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, scores.topk(k, -1).indices, True)
+    masked = scores.masked_fill(~top, float("-inf")).softmax(-1)
+    torch.testing.assert_close(attention.topk_mask(scores, k), masked)
+    e = (scores - scores.amax(-1, keepdim=True)).exp()
+    torch.testing.assert_close(attention.topk_denominator(scores, k),
+                               e / (e * top).sum(-1, keepdim=True))
+    assert (attention.topk_mask(scores, k) > 0).sum(-1).eq(k).all()
+
+
 def test_fused_and_explicit_paths_agree():
     torch.manual_seed(2)
     q, k, v = (torch.randn(1, 2, 64, 8) for _ in range(3))

@@ -41,8 +41,15 @@ def test_attention_variant_benchmark_harness(tmp_path):
     lines = [line.split() for line in out.splitlines() if line and not line.startswith("#")]
     assert lines[0][:3] == ["variant", "s/forward", "vs"]
     assert [row[0] for row in lines[1:]] == ["usual", "logit-scale", "topk-denominator",
-                                            "topk-mask"]
+                                            "topk-mask", "topk-denominator", "topk-mask"]
     assert lines[1][2] == "1.00x"
+    # on the CPU the top-k variants run twice: the CPU's blocks, then the GPU's
+    result = json.loads((tmp_path / "attention_variants-preview-cpu.json").read_text())
+    budgets = [row["block_budget_mib"] for row in result["rows"]]
+    from pipeline.attention import BUDGET_BYTES, CPU_BUDGET_BYTES
+
+    cpu, gpu = CPU_BUDGET_BYTES >> 20, BUDGET_BYTES >> 20
+    assert budgets == [cpu] * 4 + [gpu] * 2 and result["block_budget_mib"] == cpu
 
 
 def _result_numbers() -> set[float]:

@@ -196,6 +196,9 @@ def test_prose_edit_reruns_only_hugo(project):
     md.write_text(md.read_text() + "\nA sentence added by the test suite.\n")
     assert executed(doit(project)) == ["hugo"]
     assert "A sentence added by the test suite." in page(project)
+    # the reporter recorded the wall time of what ran, and only that
+    times = json.loads((project / "build/task-times.json").read_text())
+    assert list(times) == ["hugo"] and 0 < times["hugo"] < 60, times
 
 
 def test_changing_one_seed_regenerates_only_what_depends_on_it(project):
