@@ -3,7 +3,12 @@
 Two stages, as SD itself was made:
 1. `AutoencoderKL` (4 latent channels, 8x factor) on random crops of rendered portraits: MSE
    reconstruction plus a small KL term. Its `scaling_factor` is set, as SD's 0.18215 was, to one
-   over the standard deviation of the latents it produces.
+   over the standard deviation of the latents it produces. With `colour_weight` > 0 a third term
+   asks each latent pixel's mean to carry its 8x8 patch's average colour linearly: a 1x1
+   convolution (4 -> 3, trained alongside, then dropped) must read that colour from the latent
+   pixel alone. SD 1.5's VAE has this property without being asked (a 4x3 matrix gives a fair
+   preview of its latents); a small VAE spreads colour over neighbouring latent pixels instead,
+   and the article's per-pixel approximate decoder then has less to read.
 2. `UNet2DConditionModel` (SD 1.5's level structure, pipeline/preview_model.py MINI) with a CLIP
    text encoder trained alongside it, on the encoded 512x512 portraits: epsilon prediction on SD
    1.5's scaled-linear 1000-step schedule, the caption dropped (replaced by "") CAPTION_DROPOUT of
@@ -45,6 +50,7 @@ class Settings:
     vae_crop: int = 256
     vae_lr: float = 1e-3
     kl_weight: float = 1e-6
+    colour_weight: float = 0.0  # the latent-colour term (0: off, as the shipped weights were made)
     unet_steps: int = 8000
     unet_batch: int = 64
     unet_lr: float = 1e-3
@@ -110,11 +116,15 @@ def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
               deadline: float) -> tuple[list, bool]:
     """Stage 1. Returns the loss curve and whether the stage finished."""
     ckpt = work / "vae.pt"
-    opt = torch.optim.AdamW(vae.parameters(), lr=s.vae_lr, weight_decay=0.0)
+    head = colour_head(vae, s.seed).to(device)
+    params = list(vae.parameters()) + (list(head.parameters()) if s.colour_weight else [])
+    opt = torch.optim.AdamW(params, lr=s.vae_lr, weight_decay=0.0)
     step, curve = 0, []
     if ckpt.exists():
         state = torch.load(ckpt, map_location=device)
         vae.load_state_dict(state["vae"])
+        if "head" in state:  # checkpoints from before the colour term have none
+            head.load_state_dict(state["head"])
         opt.load_state_dict(state["opt"])
         step, curve = state["step"], state["curve"]
     vae.train()
@@ -137,6 +147,8 @@ def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
             rec = vae.decode(z).sample
         mse = torch.nn.functional.mse_loss(rec.float(), x)
         loss = mse + s.kl_weight * posterior.kl().mean()
+        if s.colour_weight:
+            loss = loss + s.colour_weight * colour_loss(head, posterior.mean.float(), x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -146,14 +158,28 @@ def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
             bar.set_postfix(mse=f"{mse.item():.5f}")
         bar.update(1)
         if step % s.checkpoint_every == 0 or step == s.vae_steps or time.time() > deadline:
-            _save_checkpoint(ckpt, {"vae": vae.state_dict(), "opt": opt.state_dict(),
-                                    "step": step, "curve": curve})
+            _save_checkpoint(ckpt, {"vae": vae.state_dict(), "head": head.state_dict(),
+                                    "opt": opt.state_dict(), "step": step, "curve": curve})
             if time.time() > deadline and step < s.vae_steps:
                 bar.close()
                 return curve, False
     bar.close()
     vae.eval()
     return curve, True
+
+
+def colour_head(vae, seed: int) -> torch.nn.Conv2d:
+    """The 1x1 convolution that reads a patch's average colour from its latent pixel."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.nn.Conv2d(vae.config.latent_channels, 3, 1)
+
+
+def colour_loss(head, mean: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+    """MSE between the head's reading of each latent pixel and its patch's average colour."""
+    factor = images.shape[-1] // mean.shape[-1]
+    return torch.nn.functional.mse_loss(head(mean),
+                                        torch.nn.functional.avg_pool2d(images, factor))
 
 
 @torch.no_grad()
