@@ -107,3 +107,14 @@ def test_the_parameter_count_the_readme_quotes_is_the_shipped_unet():
     with safe_open(str(path), "pt") as f:
         count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     assert f"({count / 1e6:.1f} M UNet parameters)" in " ".join((ROOT / "README.md").read_text().split())
+
+
+def test_vae_colour_benchmark_harness(tmp_path):
+    out = run("vae_colour.py", "--from-shipped", "--images", "6", "--heldout", "2", "--steps",
+              "2", "--batch", "2", "--crop", "64", "--out", str(tmp_path))
+    assert "approx held-out dB" in out
+    result = json.loads((tmp_path / "vae_colour-shipped-cpu.json").read_text())
+    # the untouched shipped VAE first, then each colour weight fine-tuned side by side
+    assert [(r["colour_weight"], r["steps"]) for r in result["rows"]] == [(0, 0), (0, 2), (1, 2)]
+    assert all(0 < r["recon_mse_heldout"] < 1 and r["approx_psnr_heldout_db"] > 10
+               for r in result["rows"])
