@@ -50,7 +50,8 @@ def main() -> None:
         full, _ = timed(cwd)
         stages = {}
         for task, sec in json.loads((cwd / TIMES).read_text()).items():
-            stages[task.split(":")[0]] = stages.get(task.split(":")[0], 0.0) + sec
+            kind = task.split(":")[0]
+            stages[kind] = stages.get(kind, 0.0) + sec
         stages = dict(sorted(((k, round(v, 2)) for k, v in stages.items()),
                              key=lambda kv: -kv[1]))
         print(f"{'task kind':24s} {'seconds':>9s}")

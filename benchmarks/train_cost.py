@@ -2,12 +2,12 @@
 
     .venv/bin/python benchmarks/train_cost.py                  # CPU, the shipped model's settings
 
-Times a few VAE and UNet training steps (pipeline/train.py, after one untimed warm-up step) at
-the settings recorded beside the shipped weights (models/preview/training.json), on throwaway
-copies of freshly initialised modules, and projects the whole run: VAE steps x its step time +
-UNet steps x its step time. Rendering and encoding the portraits are left out (29.5 s on the
-H100 machine's 16 cores). Data are small random-like portraits; the cost of a step does not
-depend on what the pixels show.
+Times a few VAE and UNet training steps (pipeline/train.py, each stage after one untimed
+warm-up step) at the settings recorded beside the shipped weights (models/preview/training.json),
+on freshly initialised modules, and projects the whole run: VAE steps x its step time + UNet
+steps x its step time. Rendering and encoding the portraits are left out (29.5 s on the H100
+machine's 16 cores). The VAE trains on rendered portraits, the UNet on random latents of their
+shape: the cost of a step does not depend on what the data show.
 """
 from __future__ import annotations
 
@@ -59,16 +59,8 @@ def main() -> None:
     empty = train.tokenize([""])[0]
     index = torch.tensor([captions.index(c) for c in caps])
 
-    def timed_unet(steps: int) -> float:
-        run = train.Settings(**{**recorded, "unet_steps": steps, "checkpoint_every": 10**9})
-        with tempfile.TemporaryDirectory() as work:
-            start = time.perf_counter()
-            train.train_unet(unet, text, tokens, empty, latents, index, run, args.device,
-                             Path(work), float("inf"))
-            return time.perf_counter() - start
-
-    timed_unet(1)
-    unet_step = timed_unet(args.steps) / args.steps
+    unet_step = 1 / train.unet_steps_per_second(unet, text, tokens, empty, latents, index, s,
+                                                args.device, steps=args.steps, warmup=1)
     vae_total, unet_total = vae_step * s.vae_steps, unet_step * s.unet_steps
     rows = [{"stage": "vae", "batch": s.vae_batch, "pixels": s.vae_crop, "steps": s.vae_steps,
              "seconds_per_step": round(vae_step, 3), "projected_seconds": round(vae_total)},

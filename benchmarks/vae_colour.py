@@ -29,6 +29,7 @@ from common import ROOT, write_results
 
 def main() -> None:
     import torch
+    from diffusers import AutoencoderKL
 
     from pipeline import approx_decoder, portraits, preview_model, spec as specmod, train
 
@@ -60,8 +61,6 @@ def main() -> None:
     if args.from_shipped:
         runs = [(0.0, 0)] + runs
     for weight, steps in runs:
-        from diffusers import AutoencoderKL
-
         torch.manual_seed(0)
         if args.from_shipped:
             vae = AutoencoderKL.from_pretrained(ROOT / "models/preview", subfolder="vae",
@@ -82,7 +81,9 @@ def main() -> None:
                 x = train.to_tensor(batch).to(args.device)
                 z = vae.encode(x).latent_dist.mean
                 rec = vae.decode(z).sample.float()
-                pairs[name] = (z.float().cpu(), approx_decoder.downsample_targets(rec.cpu(), 8),
+                factor = x.shape[-1] // z.shape[-1]
+                pairs[name] = (z.float().cpu(),
+                               approx_decoder.downsample_targets(rec.cpu(), factor),
                                torch.nn.functional.mse_loss(rec.clamp(-1, 1), x).item())
         decoder, _ = approx_decoder.distil(*pairs["train"][:2], hidden=cfg["hidden"],
                                            epochs=cfg["epochs"], lr=cfg["lr"], seed=cfg["seed"])
@@ -91,14 +92,16 @@ def main() -> None:
             heldout = approx_decoder.psnr(decoder(pairs["held"][0]), pairs["held"][1])
         print(f"{weight:13g} {steps:6d} {pairs['held'][2]:10.5f} {fit:16.2f} {heldout:19.2f} "
               f"{seconds:8.1f}")
-        rows.append({"colour_weight": weight, "steps": steps, "recon_mse_heldout": round(pairs["held"][2], 5),
+        rows.append({"colour_weight": weight, "steps": steps,
+                     "recon_mse_heldout": round(pairs["held"][2], 5),
                      "approx_psnr_train_db": round(fit, 2),
                      "approx_psnr_heldout_db": round(heldout, 2), "seconds": round(seconds, 1)})
     tag = "cuda" if args.device.startswith("cuda") else "cpu"
-    start = "shipped" if args.from_shipped else "scratch"
-    write_results(args.out, f"vae_colour-{start}-{tag}",
-                  {"device": args.device, "start": start, "vae_steps": args.steps, "batch": args.batch,
-                   "crop": args.crop, "images": args.images, "heldout": args.heldout}, rows)
+    origin = "shipped" if args.from_shipped else "scratch"
+    write_results(args.out, f"vae_colour-{origin}-{tag}",
+                  {"device": args.device, "start": origin, "vae_steps": args.steps,
+                   "batch": args.batch, "crop": args.crop, "images": args.images,
+                   "heldout": args.heldout}, rows)
 
 
 if __name__ == "__main__":

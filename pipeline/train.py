@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from . import portraits, preview_model  # noqa: E402
+from . import approx_decoder, portraits, preview_model  # noqa: E402
 from .files import atomic_write, json_bytes  # noqa: E402
 
 CAPTION_DROPOUT = 0.1
@@ -176,10 +176,11 @@ def colour_head(vae, seed: int) -> torch.nn.Conv2d:
 
 
 def colour_loss(head, mean: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-    """MSE between the head's reading of each latent pixel and its patch's average colour."""
+    """MSE between the head's reading of each latent pixel and its patch's average colour (the
+    approximate decoder's own target, approx_decoder.downsample_targets)."""
     factor = images.shape[-1] // mean.shape[-1]
     return torch.nn.functional.mse_loss(head(mean),
-                                        torch.nn.functional.avg_pool2d(images, factor))
+                                        approx_decoder.downsample_targets(images, factor))
 
 
 @torch.no_grad()
@@ -262,17 +263,19 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
     return curve, step >= s.unet_steps, step
 
 
-def _steps_per_second(unet, text, tokens, empty, latents, caption_index, s: Settings,
-                      device: str) -> float:
-    """UNet training steps per second on this device, timed on throwaway copies."""
+def unet_steps_per_second(unet, text, tokens, empty, latents, caption_index, s: Settings,
+                          device: str, steps: int = 30, warmup: int = 5) -> float:
+    """UNet training steps per second on this device: `steps` timed after `warmup` untimed
+    ones, on throwaway copies (the modules passed in are not changed)."""
     import copy
     import tempfile
 
-    probe = Settings(**{**asdict(s), "unet_steps": 30, "checkpoint_every": 10**9})
+    probe = Settings(**{**asdict(s), "unet_steps": steps, "checkpoint_every": 10**9})
     with tempfile.TemporaryDirectory() as d:
         u, t = copy.deepcopy(unet), copy.deepcopy(text)
         train_unet(u, t, tokens, empty, latents, caption_index,
-                   Settings(**{**asdict(probe), "unet_steps": 5}), device, Path(d), float("inf"))
+                   Settings(**{**asdict(probe), "unet_steps": warmup}), device, Path(d),
+                   float("inf"))
         Path(d, "unet.pt").unlink()
         u, t = copy.deepcopy(unet), copy.deepcopy(text)
         if device.startswith("cuda"):
@@ -357,7 +360,8 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     tokens = tokenize(captions_all)
     empty = tokenize([""])[0]
     if fit_until is not None:  # choose the step count that ends by then (recorded; reproducible)
-        rate = _steps_per_second(unet, text, tokens, empty, latents, caption_index, s, device)
+        rate = unet_steps_per_second(unet, text, tokens, empty, latents, caption_index, s,
+                                    device)
         s.unet_steps = max(100, int((fit_until - time.time()) * rate * 0.9) // 100 * 100)
         record["settings"] = asdict(s)
         print(f"{rate:.1f} UNet steps/s: training {s.unet_steps} steps", flush=True)
