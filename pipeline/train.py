@@ -60,9 +60,15 @@ class Settings:
 
 
 def _progress(total: int, initial: int, desc: str):
+    """A tqdm bar with the loss; written to a log file too (a background run reports its
+    progress there), every 30 s rather than on every step."""
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, disable=None, dynamic_ncols=True)
+    tty = sys.stderr.isatty()
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=tty,
+                mininterval=0.1 if tty else 30)
 
 
 def _rng(seed: int, *keys: int) -> torch.Generator:
@@ -98,10 +104,9 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 
 def _autocast(device: str):
-    if device.startswith("cuda"):
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    import contextlib
-    return contextlib.nullcontext()
+    """bf16 autocast on every device: on a CPU with AMX (these machines' Xeons) a UNet step at
+    batch 16 takes 1.2 s instead of 2.0 s in fp32; the GPU runs used it from the start."""
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -329,6 +334,8 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     unet = UNet2DConditionModel(**config["unet"]).to(device)
     text = CLIPTextModel(preview_model.text_config(config["text"])).to(device)
     captions_all = portraits.training_captions(prompts)
+    # wall_seconds counts this invocation only: say so when it resumed an earlier one
+    resumed = sorted(p.name for p in (work / "vae.pt", work / "unet.pt") if p.exists())
 
     t0 = time.time()
     caps, images = render_images(captions_all, 0, s.vae_images, s.seed, workers, s.size)
@@ -336,8 +343,8 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     vae_curve, done = train_vae(vae, images, s, device, work, deadline)
     record = {"settings": asdict(s), "device": _device_name(device), "torch": torch.__version__,
               "renderer_version": portraits.VERSION, "captions": captions_all,
-              "caption_dropout": CAPTION_DROPOUT,
-              "vae_curve": vae_curve}
+              "caption_dropout": CAPTION_DROPOUT, "autocast": "bf16",
+              "resumed_from": resumed, "vae_curve": vae_curve}
     if not done:
         return {**record, "finished": False, "stage": "vae"}
     vae.requires_grad_(False)

@@ -1,0 +1,51 @@
+"""How the shipped miniature was trained, as a results file the README can cite (prints figures).
+
+    .venv/bin/python benchmarks/training_record.py        # reads models/preview/training.json
+
+`pipeline/train.py` writes `training.json` beside the weights it saves: settings, device, wall
+time and both loss curves. This copies the figures that matter into
+`benchmarks/results/train_miniature-<device kind>.json` (the loss curves as its rows, and CSV),
+so the README quotes a file under benchmarks/results/ like every other number it states.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import ROOT, write_results
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=str(ROOT / "models" / "preview"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--tag", default="", help="suffix for a model that is not the shipped one")
+    args = ap.parse_args()
+    record = json.loads((Path(args.model) / "training.json").read_text())
+    if not record.get("finished"):
+        raise SystemExit(f"{args.model}/training.json records an unfinished run; finish it first")
+    s = record["settings"]
+    kind = "cuda" if record["device"].startswith("cuda") else "cpu"
+    context = {"what": "training the preview miniature (pipeline/train.py)",
+               "trained_on": record["device"], "trained_with_torch": record["torch"],
+               "wall_seconds": record["wall_seconds"],
+               "render_and_encode_seconds": record["render_and_encode_seconds"],
+               "vae_steps": s["vae_steps"], "vae_batch": s["vae_batch"], "vae_crop": s["vae_crop"],
+               "colour_weight": s.get("colour_weight", 0.0),
+               "unet_steps": record["unet_steps_done"], "unet_batch": s["unet_batch"],
+               "unet_lr": s["unet_lr"], "images": s["images"],
+               "final_loss": record["final_loss"], "vae_final_mse": record["vae_final_mse"]}
+    rows = ([{"stage": "vae", "step": a, "loss": b} for a, b in record["vae_curve"]]
+            + [{"stage": "unet", "step": a, "loss": b} for a, b in record["unet_curve"]])
+    path = write_results(args.out, f"train_miniature-{kind}{'-' + args.tag if args.tag else ''}",
+                         context, rows)
+    print(f"trained on {record['device']} in {record['wall_seconds'] / 3600:.2f} h "
+          f"({record['render_and_encode_seconds']:.0f} s rendering and encoding): "
+          f"{s['vae_steps']} VAE steps of {s['vae_batch']} x {s['vae_crop']} px, "
+          f"{record['unet_steps_done']} UNet steps of {s['unet_batch']}; final loss "
+          f"{record['final_loss']}, VAE MSE {record['vae_final_mse']} -> {path.name}")
+
+
+if __name__ == "__main__":
+    main()
