@@ -100,3 +100,27 @@ def test_the_colour_term_makes_each_latent_pixel_carry_its_patch_colour(tmp_path
         fit = torch.linalg.lstsq(pixels, colours).solution
         residual[weight] = torch.nn.functional.mse_loss(pixels @ fit, colours).item()
     assert residual[1.0] < 0.8 * residual[0.0], residual
+
+
+def test_centring_makes_latents_zero_mean_and_leaves_every_decode_unchanged():
+    import torch
+    from diffusers import AutoencoderKL
+
+    from pipeline import portraits, preview_model
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**preview_model.MINI["vae"]).eval()
+    with torch.no_grad():  # give the latents channel means far from zero, as the colour term does
+        vae.quant_conv.bias[:4] += torch.tensor([0.5, -0.8, 0.3, 1.2])
+    captions = portraits.training_captions(SPEC.prompts)
+    _, images = train.render_images(captions, 0, 6, 0, size=64)
+    before = train.encode(vae, images, "cpu")
+    assert before.mean((0, 2, 3)).abs().min() > 0.2
+    with torch.no_grad():
+        decoded = vae.decode(before).sample
+    centred = train.centre_latents(vae, before)
+    again = train.encode(vae, images, "cpu")
+    torch.testing.assert_close(again, centred, atol=1e-5, rtol=1e-5)
+    assert again.mean((0, 2, 3)).abs().max() < 1e-5
+    with torch.no_grad():
+        torch.testing.assert_close(vae.decode(centred).sample, decoded, atol=1e-5, rtol=1e-4)
