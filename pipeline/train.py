@@ -200,8 +200,8 @@ def centre_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     0.068 at t = 999), so a UNet learns to read each image's channel means from the noise it is
     given and, sampling from pure noise, finds means near zero (Lin et al., "Common Diffusion
     Noise Schedules and Sample Steps are Flawed", 2024). With the colour term a latent channel's
-    mean carries the image's overall colour (one channel's mean was -0.77 in units of its
-    spread), and uncentred latents gave dim, washed-out images; centred, sampling from pure noise
+    mean carries the image's overall colour (-0.62 in one channel, in units of the latents'
+    spread: benchmarks/terminal_snr.py), and uncentred latents gave dim, washed-out images; centred, sampling from pure noise
     starts where the data's average is. SD 1.5's own latents are near zero-mean already."""
     m = latents.mean((0, 2, 3)).to(vae.quant_conv.bias)
     c = vae.config.latent_channels
