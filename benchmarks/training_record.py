@@ -30,6 +30,8 @@ def main() -> None:
     context = {"what": "training the preview miniature (pipeline/train.py)",
                "trained_on": record["device"], "trained_with_torch": record["torch"],
                "wall_seconds": record["wall_seconds"],
+               "wall_hours": round(record["wall_seconds"] / 3600, 2),
+               "resumed_from": record.get("resumed_from", []),  # wall time is the last run's
                "render_and_encode_seconds": record["render_and_encode_seconds"],
                "vae_steps": s["vae_steps"], "vae_batch": s["vae_batch"], "vae_crop": s["vae_crop"],
                "colour_weight": s.get("colour_weight", 0.0),

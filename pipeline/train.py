@@ -106,7 +106,8 @@ def lr_at(step: int, base: float, warmup: int, total: int) -> float:
 
 def _autocast(device: str):
     """bf16 autocast on every device: on a CPU with AMX (these machines' Xeons) a UNet step at
-    batch 16 takes 1.2 s instead of 2.0 s in fp32; the GPU runs used it from the start."""
+    batch 16 took about 1.2 s instead of 2.0 s in fp32 (timed once by hand, not a benchmark);
+    the GPU runs used it from the start."""
     return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
