@@ -32,9 +32,10 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def write_results(out_dir, name: str, context: dict, rows: list[dict]) -> Path:
+def write_results(out_dir, name: str, context: dict, rows: list[dict], tag: str = "") -> Path:
     """Write a benchmark's figures as JSON (context + rows) and CSV (rows) under `out_dir`,
-    stamped with the machine, the software versions and the date. Returns the JSON's path."""
+    stamped with the machine, the software versions and the date; a `tag` (e.g. for a model that
+    is not the shipped one) is appended to the name. Returns the JSON's path."""
     import csv
     import datetime
     import json
@@ -50,6 +51,7 @@ def write_results(out_dir, name: str, context: dict, rows: list[dict]) -> Path:
         diffusers_version = None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    name = f"{name}-{tag}" if tag else name
     stamp = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
              "python": platform.python_version(), "torch": torch.__version__,
              "diffusers": diffusers_version,

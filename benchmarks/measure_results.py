@@ -56,8 +56,7 @@ def main() -> None:
                "training_set": {k: round(v["mean"], 4) for k, v in measure["reference"].items()},
                "approx_psnr_heldout_db": fit["psnr_heldout_db"],
                "approx_psnr_train_db": fit["psnr_train_db"], "probe_first_level": probe}
-    path = write_results(args.out, f"miniature_measure-{kind}{'-' + args.tag if args.tag else ''}",
-                         context, rows)
+    path = write_results(args.out, f"miniature_measure-{kind}", context, rows, args.tag)
     print(f"wrote {path}")
 
 

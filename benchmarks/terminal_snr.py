@@ -68,11 +68,11 @@ def main() -> None:
                                          enumerate(m.tolist())}})
     for r in rows:
         print(f"{r['latents']:40s}", " ".join(f"{v:7.3f}" for k, v in r.items() if k != "latents"))
-    path = write_results(args.out, "terminal_snr-cpu" + (f"-{args.tag}" if args.tag else ""),
+    path = write_results(args.out, "terminal_snr-cpu",
                          {"model": info["id"], "sqrt_alpha_bar_last": round(
                              alphas[ts[0]].sqrt().item(), 4), "images": args.images,
                           "samples": args.samples, "ddim_steps": args.steps,
-                          "prompt": sorted(spec.prompts)[0]}, rows)
+                          "prompt": sorted(spec.prompts)[0]}, rows, args.tag)
     print(f"wrote {path}")
 
 

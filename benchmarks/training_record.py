@@ -40,8 +40,7 @@ def main() -> None:
                "final_loss": record["final_loss"], "vae_final_mse": record["vae_final_mse"]}
     rows = ([{"stage": "vae", "step": a, "loss": b} for a, b in record["vae_curve"]]
             + [{"stage": "unet", "step": a, "loss": b} for a, b in record["unet_curve"]])
-    path = write_results(args.out, f"train_miniature-{kind}{'-' + args.tag if args.tag else ''}",
-                         context, rows)
+    path = write_results(args.out, f"train_miniature-{kind}", context, rows, args.tag)
     print(f"trained on {record['device']} in {record['wall_seconds'] / 3600:.2f} h "
           f"({record['render_and_encode_seconds']:.0f} s rendering and encoding): "
           f"{s['vae_steps']} VAE steps of {s['vae_batch']} x {s['vae_crop']} px, "

@@ -202,8 +202,8 @@ def centre_latents(vae, latents: torch.Tensor) -> torch.Tensor:
     given and, sampling from pure noise, finds means near zero (Lin et al., "Common Diffusion
     Noise Schedules and Sample Steps are Flawed", 2024). With the colour term a latent channel's
     mean carries the image's overall colour (-0.62 in one channel, in units of the latents'
-    spread: benchmarks/terminal_snr.py), and uncentred latents gave dim, washed-out images; centred, sampling from pure noise
-    starts where the data's average is. SD 1.5's own latents are near zero-mean already."""
+    spread: benchmarks/terminal_snr.py), and uncentred latents gave dim, washed-out images;
+    centred, sampling from pure noise starts where the data's average is. SD 1.5's own latents are near zero-mean already."""
     m = latents.mean((0, 2, 3)).to(vae.quant_conv.bias)
     c = vae.config.latent_channels
     vae.quant_conv.bias[:c] -= m
