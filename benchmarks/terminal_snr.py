@@ -10,6 +10,7 @@ mean matters), and the channel means of latents sampled by a plain DDIM loop (wr
 the training formulas, not the pipeline's sampler, so a sampler bug cannot hide in it) from (a)
 pure noise and (b) pure noise plus sqrt(alpha_bar at t=999) x the data's channel means.
 If (a) is far from the data and (b) is near it, the model reads the means from that trace.
+It also prints each channel's spread within an image (a low-contrast model's samples have less).
 """
 from __future__ import annotations
 
@@ -59,13 +60,16 @@ def main() -> None:
                 x = nxt.sqrt() * x0 + (1 - nxt).sqrt() * eps
         return x0
 
-    rows = [{"latents": "encoded portraits", **{f"mean_{c}": round(v, 3) for c, v in
-                                                enumerate(means.tolist())}}]
+    def row(name: str, latents: torch.Tensor) -> dict:
+        """Each channel's mean, and its spread within an image (averaged over images)."""
+        m, s = latents.mean((0, 2, 3)), latents.std((2, 3)).mean(0)
+        return {"latents": name, **{f"mean_{c}": round(v, 3) for c, v in enumerate(m.tolist())},
+                **{f"spread_{c}": round(v, 3) for c, v in enumerate(s.tolist())}}
+
+    rows = [row("encoded portraits", data)]
     for name, shift in (("DDIM from pure noise", False),
                         ("DDIM from noise + 0.068 x data means", True)):
-        m = ddim(shift).mean((0, 2, 3))
-        rows.append({"latents": name, **{f"mean_{c}": round(v, 3) for c, v in
-                                         enumerate(m.tolist())}})
+        rows.append(row(name, ddim(shift)))
     for r in rows:
         print(f"{r['latents']:40s}", " ".join(f"{v:7.3f}" for k, v in r.items() if k != "latents"))
     path = write_results(args.out, "terminal_snr-cpu",

@@ -35,6 +35,7 @@ def main() -> None:
                "render_and_encode_seconds": record["render_and_encode_seconds"],
                "vae_steps": s["vae_steps"], "vae_batch": s["vae_batch"], "vae_crop": s["vae_crop"],
                "colour_weight": s.get("colour_weight", 0.0),
+               "centre_latents": s.get("centre_latents", False),
                "unet_steps": record["unet_steps_done"], "unet_batch": s["unet_batch"],
                "unet_lr": s["unet_lr"], "images": s["images"],
                "final_loss": record["final_loss"], "vae_final_mse": record["vae_final_mse"]}
