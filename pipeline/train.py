@@ -55,6 +55,7 @@ class Settings:
     unet_steps: int = 8000
     unet_batch: int = 64
     unet_lr: float = 1e-3
+    min_snr_gamma: float = 0.0  # min-SNR loss weighting, min(SNR, γ)/SNR (0: plain MSE, as shipped)
     warmup: int = 200
     ema: float = 0.999
     checkpoint_every: int = 500
@@ -222,6 +223,24 @@ def encode(vae, images: np.ndarray, device: str, batch: int = 32) -> torch.Tenso
     return torch.cat(out)
 
 
+def snr_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-γ weights for an epsilon-prediction loss (Hang et al. 2023): min(SNR, γ) / SNR,
+    with SNR = ᾱ / (1 − ᾱ). Noisy timesteps (SNR ≤ γ) keep weight 1; nearly clean ones, whose
+    noise is easy to predict and which teach little about structure, weigh less."""
+    snr = alphas_cumprod / (1 - alphas_cumprod)
+    return snr.clamp(max=gamma) / snr
+
+
+def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
+                 gamma: float = 0.0) -> torch.Tensor:
+    """The UNet's loss: mean squared error of the predicted noise; with `gamma`, each item's
+    error weighted by snr_weights at its timestep."""
+    if not gamma:
+        return torch.nn.functional.mse_loss(pred, noise)
+    per_item = (pred - noise).pow(2).mean(tuple(range(1, pred.dim())))
+    return (snr_weights(alphas_cumprod, gamma) * per_item).mean()
+
+
 def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: torch.Tensor,
                caption_index: torch.Tensor, s: Settings, device: str, work: Path,
                deadline: float) -> tuple[list, bool, int]:
@@ -263,7 +282,7 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
         with _autocast(device):
             context = text(ids)[0]
             pred = unet(xt, t, encoder_hidden_states=context).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), noise)
+        loss = epsilon_loss(pred.float(), noise, alphas[t], s.min_snr_gamma)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -124,3 +124,25 @@ def test_centring_makes_latents_zero_mean_and_leaves_every_decode_unchanged():
     assert again.mean((0, 2, 3)).abs().max() < 1e-5
     with torch.no_grad():
         torch.testing.assert_close(vae.decode(centred).sample, decoded, atol=1e-5, rtol=1e-4)
+
+
+def test_min_snr_weighting_leaves_noisy_steps_alone_and_discounts_nearly_clean_ones():
+    import torch
+
+    from pipeline import preview_model, schedule
+
+    sig = schedule.training_sigmas(preview_model.SCHEDULER).float()
+    alphas = 1 / (1 + sig ** 2)
+    w = train.snr_weights(alphas, 5.0)
+    snr = alphas / (1 - alphas)
+    assert torch.all(w[snr <= 5] == 1) and torch.all(w[snr > 5] < 1)
+    assert w[0] < 0.05 and torch.all(w[1:] >= w[:-1])  # t=0 is nearly clean: SNR in the hundreds
+    g = torch.Generator().manual_seed(0)
+    pred, noise = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
+    t = torch.tensor([0, 10, 500, 999])
+    plain = torch.nn.functional.mse_loss(pred, noise)
+    assert train.epsilon_loss(pred, noise, alphas[t]) == plain  # off: the shipped recipe's loss
+    assert torch.isclose(train.epsilon_loss(pred, noise, alphas[t], 1e9), plain)
+    per_item = (pred - noise).pow(2).mean((1, 2, 3))
+    expected = (per_item * torch.tensor([w[0], w[10], 1.0, 1.0])).mean()
+    assert torch.isclose(train.epsilon_loss(pred, noise, alphas[t], 5.0), expected)
