@@ -39,7 +39,7 @@ def main() -> None:
     _, images = train.render_images(captions, 0, args.images, seed=1, size=portraits.SIZE)
     data = train.encode(comps.vae, images, "cpu", 8) * comps.vae.config.scaling_factor
     means = data.mean((0, 2, 3))
-    alphas = 1 / (1 + schedule.training_sigmas(comps.scheduler_config).float() ** 2)
+    alphas = schedule.training_alphas_cumprod(comps.scheduler_config)
     context = sampling.encode_prompts(comps, [spec.prompts[sorted(spec.prompts)[0]]])
     context = context.expand(args.samples, *context.shape[1:])
     side = portraits.SIZE // comps.info["geometry"]["vae_factor"]

@@ -34,6 +34,11 @@ def training_sigmas(config: dict) -> torch.Tensor:
     return ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
 
 
+def training_alphas_cumprod(config: dict) -> torch.Tensor:
+    """ᾱ_t of each training timestep (float32), as training noises latents: 1 / (1 + σ_t²)."""
+    return 1 / (1 + training_sigmas(config).float() ** 2)
+
+
 def sigma_to_t(sigma: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:
     """Fractional training timestep of `sigma`, interpolating linearly in log-sigma."""
     log_sigma = sigma.double().log()

@@ -247,8 +247,7 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
     """Stage 2: epsilon prediction with caption dropout; returns (loss curve, finished, step)."""
     from . import schedule
 
-    sig = schedule.training_sigmas(preview_model.SCHEDULER).float()
-    alphas = (1 / (1 + sig ** 2)).to(device)  # alphas_cumprod
+    alphas = schedule.training_alphas_cumprod(preview_model.SCHEDULER).to(device)
     ckpt = work / "unet.pt"
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=s.unet_lr, weight_decay=0.01)
@@ -270,7 +269,7 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
         g = _rng(s.seed, 2, step)
         idx = torch.randint(n, (s.unet_batch,), generator=g)
         drop = torch.rand(s.unet_batch, generator=g) < CAPTION_DROPOUT
-        t = torch.randint(len(sig), (s.unet_batch,), generator=g)
+        t = torch.randint(len(alphas), (s.unet_batch,), generator=g)
         noise = torch.randn((s.unet_batch, *latents.shape[1:]), generator=g)
         x0 = latents[idx].to(device)
         ids = torch.where(drop[:, None], empty[None], tokens[caption_index[idx]]).to(device)

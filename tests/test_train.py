@@ -131,12 +131,11 @@ def test_min_snr_weighting_leaves_noisy_steps_alone_and_discounts_nearly_clean_o
 
     from pipeline import preview_model, schedule
 
-    sig = schedule.training_sigmas(preview_model.SCHEDULER).float()
-    alphas = 1 / (1 + sig ** 2)
+    alphas = schedule.training_alphas_cumprod(preview_model.SCHEDULER)
     w = train.snr_weights(alphas, 5.0)
     snr = alphas / (1 - alphas)
     assert torch.all(w[snr <= 5] == 1) and torch.all(w[snr > 5] < 1)
-    assert w[0] < 0.05 and torch.all(w[1:] >= w[:-1])  # t=0 is nearly clean: SNR in the hundreds
+    assert w[0] < 0.05 and torch.all(w[1:] >= w[:-1])  # t=0 is nearly clean: SNR over a thousand
     g = torch.Generator().manual_seed(0)
     pred, noise = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
     t = torch.tensor([0, 10, 500, 999])
