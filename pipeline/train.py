@@ -21,6 +21,7 @@ diffusers layout (fp16 weights) with `training.json`: the provenance and the los
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -56,6 +57,7 @@ class Settings:
     unet_batch: int = 64
     unet_lr: float = 1e-3
     min_snr_gamma: float = 0.0  # min-SNR loss weighting, min(SNR, γ)/SNR (0: plain MSE, as shipped)
+    encode_bf16: bool = False   # encode the training set under bf16 autocast (off, as shipped)
     warmup: int = 200
     ema: float = 0.999
     checkpoint_every: int = 500
@@ -214,12 +216,16 @@ def centre_latents(vae, latents: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def encode(vae, images: np.ndarray, device: str, batch: int = 32) -> torch.Tensor:
-    """The posterior means of the images (unscaled), fp32 on the CPU."""
+def encode(vae, images: np.ndarray, device: str, batch: int = 32,
+           bf16: bool = False) -> torch.Tensor:
+    """The posterior means of the images (unscaled), fp32 on the CPU. With `bf16`, computed
+    under bf16 autocast: on two AMX cores about twice as fast, latents within ~0.4% of fp32's
+    (relative RMS difference, 64 portraits, timed once by hand)."""
     out = []
     for i in range(0, len(images), batch):
         x = to_tensor(images[i:i + batch]).to(device)
-        out.append(vae.encode(x).latent_dist.mean.float().cpu())
+        with _autocast(device) if bf16 else contextlib.nullcontext():
+            out.append(vae.encode(x).latent_dist.mean.float().cpu())
     return torch.cat(out)
 
 
@@ -392,11 +398,11 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     vae.requires_grad_(False)
 
     t0 = time.time()
-    latents, caption_index = [encode(vae, images, device)], [caps]
+    latents, caption_index = [encode(vae, images, device, bf16=s.encode_bf16)], [caps]
     for start in range(s.vae_images, s.images, 1000):
         caps, imgs = render_images(captions_all, start, min(start + 1000, s.images), s.seed,
                                    workers, s.size)
-        latents.append(encode(vae, imgs, device))
+        latents.append(encode(vae, imgs, device, bf16=s.encode_bf16))
         caption_index.append(caps)
     latents = torch.cat(latents)
     if s.centre_latents:
