@@ -229,9 +229,11 @@ def figure_data(fig: Figure, spec: Spec, images_dir: Path, train_size: int,
                       if fig.plot in specmod.PROBE_PLOTS else None)}
 
 
-def probe_summary(spec: Spec, probe_dir: str | Path) -> dict | None:
+def probe_summary(spec: Spec, probe_dir: str | Path, train_size: int) -> dict | None:
     """Mean entropy and total weight per size, variant and UNet level ("first" = the highest-
-    resolution level with self-attention), for numbers quoted in the prose."""
+    resolution level with self-attention), for numbers quoted in the prose; at each size other
+    than the trained one, whether logit scaling measurably undoes what the size did
+    (logit_verdict)."""
     from .plots import level_means
 
     if not spec.probe:
@@ -240,25 +242,55 @@ def probe_summary(spec: Spec, probe_dir: str | Path) -> dict | None:
     for g in spec.probe_generations():
         by.setdefault((g.width, g.attention), []).append(read_json(Path(probe_dir) / g.probe_file))
     summary: dict[str, dict] = {}
+    first_entropy: dict[tuple, float] = {}  # unrounded, for the verdicts below
     for (width, variant), results in sorted(by.items()):
         cell = {}
         for key in ("entropy", "mass"):
             for level, value in level_means(results, key).items():
                 cell.setdefault(str(level), {})[key] = round(value, 2)
         first_level = min(cell, key=int)
+        first_entropy[(width, variant)] = level_means(results, "entropy")[int(first_level)]
         n = next(x["n"] for x in results[0]["layers"] if str(x["level"]) == first_level)
         cell[first_level]["uniform"] = round(math.log(n), 2)  # the entropy of uniform attention
         cell["first"] = cell[first_level]
         summary.setdefault(str(width), {})[variant] = cell
-    for cells in summary.values():  # what logit scaling does to the first level's entropy
+    base = first_entropy.get((train_size, "usual"))
+    for width, cells in summary.items():  # what logit scaling does to the first level's entropy
         if "usual" in cells and "logit-scale" in cells:
             u, l = cells["usual"]["first"], cells["logit-scale"]["first"]
             cells["logit_shift"] = round(l["entropy"] - u["entropy"], 2)
             cells["usual_gap"] = round(u["uniform"] - u["entropy"], 2)
+            if base is not None and int(width) != train_size:
+                cells.update(logit_verdict(base, first_entropy[(int(width), "usual")],
+                                           first_entropy[(int(width), "logit-scale")]))
     first = next(iter(by.values()))[0]
     return {"step": first["step"] + 1, "sigma": round(first["sigma"], 2), "summary": summary,
             "seeds": f"{len(spec.probe['seeds'])} seed" + "s" * (len(spec.probe["seeds"]) != 1),
             "layer": first["histogram"]["layer"]}
+
+
+SEPARATES = 0.25  # the share of the size's entropy change logit scaling must undo to "separate"
+
+
+def logit_verdict(trained: float, usual: float, scaled: float) -> dict:
+    """Whether the probe separates logit scaling from the usual attention at one size, in words:
+    the first level's entropy moved by `usual - trained` when the size changed, and logit
+    scaling (whose purpose is to undo that move) moved it back by `usual - scaled`."""
+    moved = usual - trained
+    if abs(moved) < 0.005:
+        return {"size_move": 0.0, "undone_pct": None,
+                "logit_verdict": "the size hardly moves this model's entropy, so there is "
+                                 "nothing for logit scaling to undo"}
+    undone = (usual - scaled) / moved
+    pct = round(100 * undone)
+    if undone >= SEPARATES:
+        verdict = (f"logit scaling undoes {pct}% of that change, so the probe separates the two "
+                   f"variants")
+    else:
+        verdict = (f"logit scaling undoes only {pct}% of that change, so on this model the probe "
+                   f"barely separates the two variants: attention this broad has too little "
+                   f"spread in its logits for a temperature to sharpen")
+    return {"size_move": round(moved, 2), "undone_pct": pct, "logit_verdict": verdict}
 
 
 def percent(share: float) -> int:
@@ -325,7 +357,7 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
         "geometry": {**g, "levels": levels,
                      "size_multiple": g["vae_factor"] * g["deepest_stride"]},
         "attention": factors,
-        "probe": probe_summary(spec, probe_dir),
+        "probe": probe_summary(spec, probe_dir, g["train_size"]),
         "vae_anomaly": vae,
         "sampling": spec.sampling,
         "prompts": spec.prompts,

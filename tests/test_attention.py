@@ -176,3 +176,17 @@ def test_kth_largest_matches_topk():
     for k in (1, 7, 35, 70):
         want = s.topk(k, dim=-1).values[..., -1:]
         torch.testing.assert_close(attention.kth_largest(s, k), want, rtol=0, atol=0)
+
+
+def test_the_probe_claims_separation_only_where_logit_scaling_undoes_the_size_change():
+    from pipeline import emit
+
+    barely = emit.logit_verdict(trained=7.0, usual=7.4, scaled=7.392)  # undoes 2%
+    assert barely["undone_pct"] == 2 and "barely separates" in barely["logit_verdict"]
+    clear = emit.logit_verdict(trained=7.0, usual=7.4, scaled=7.1)
+    assert clear["undone_pct"] == 75 and clear["size_move"] == 0.4
+    assert "separates" in clear["logit_verdict"] and "barely" not in clear["logit_verdict"]
+    smaller = emit.logit_verdict(trained=7.0, usual=6.5, scaled=6.8)  # fewer keys: sharper
+    assert smaller["undone_pct"] == 60 and "barely" not in smaller["logit_verdict"]
+    still = emit.logit_verdict(trained=7.0, usual=7.001, scaled=6.9)
+    assert still["undone_pct"] is None and "nothing for logit scaling" in still["logit_verdict"]
