@@ -29,13 +29,17 @@ def main() -> None:
     kind = "cuda" if record["device"].startswith("cuda") else "cpu"
     context = {"what": "training the preview miniature (pipeline/train.py)",
                "trained_on": record["device"], "trained_with_torch": record["torch"],
-               "wall_seconds": record["wall_seconds"],
+               "wall_seconds": record["wall_seconds"],  # the last invocation's
                "wall_hours": round(record["wall_seconds"] / 3600, 2),
-               "resumed_from": record.get("resumed_from", []),  # wall time is the last run's
+               "resumed_from": record.get("resumed_from", []),
+               # every invocation's, where the checkpoints recorded it (None: they did not)
+               "total_seconds": record.get("total_seconds"),
                "render_and_encode_seconds": record["render_and_encode_seconds"],
                "vae_steps": s["vae_steps"], "vae_batch": s["vae_batch"], "vae_crop": s["vae_crop"],
                "colour_weight": s.get("colour_weight", 0.0),
                "centre_latents": s.get("centre_latents", False),
+               "min_snr_gamma": s.get("min_snr_gamma", 0.0),
+               "encode_bf16": s.get("encode_bf16", False),
                "unet_steps": record["unet_steps_done"], "unet_batch": s["unet_batch"],
                "unet_lr": s["unet_lr"], "images": s["images"],
                "final_loss": record["final_loss"], "vae_final_mse": record["vae_final_mse"]}

@@ -321,7 +321,10 @@ def training_summary(path: Path) -> dict | None:
         return None
     t = read_json(path)
     s = t["settings"]
-    return {"device": t["device"], "torch": t["torch"], "wall_minutes": round(t["wall_seconds"] / 60, 1),
+    total = t.get("total_seconds")  # over every invocation; absent in records older than it
+    return {"device": t["device"], "torch": t["torch"],
+            "wall_minutes": round((t["wall_seconds"] if total is None else total) / 60, 1),
+            "time_partial": total is None and bool(t.get("resumed_from")),
             "unet_steps": t["unet_steps_done"], "unet_batch": s["unet_batch"],
             "unet_lr": s["unet_lr"], "vae_steps": s["vae_steps"], "images": s["images"],
             "data_seed": s["seed"], "final_loss": round(t["final_loss"], 4),

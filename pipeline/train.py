@@ -26,7 +26,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -114,6 +114,23 @@ def _autocast(device: str):
     return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
 
 
+@dataclass
+class Elapsed:
+    """Wall seconds a run has cost over all its invocations: each checkpoint records the total so
+    far, and a resumed invocation continues from the largest it loads. Time an interrupted
+    invocation spent after its last checkpoint is redone and not counted; a checkpoint written
+    before checkpoints carried a time makes the total unknown (None)."""
+    start: float = field(default_factory=time.time)
+    earlier: float | None = 0.0
+
+    def resumed(self, state: dict) -> None:
+        prior = state.get("seconds")
+        self.earlier = None if prior is None or self.earlier is None else max(self.earlier, prior)
+
+    def total(self) -> float | None:
+        return None if self.earlier is None else self.earlier + time.time() - self.start
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     import io
 
@@ -123,7 +140,7 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
-              deadline: float) -> tuple[list, bool]:
+              deadline: float, elapsed: Elapsed | None = None) -> tuple[list, bool]:
     """Stage 1. Returns the loss curve and whether the stage finished."""
     ckpt = work / "vae.pt"
     head = colour_head(vae, s.seed).to(device)
@@ -137,6 +154,8 @@ def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
             head.load_state_dict(state["head"])
         opt.load_state_dict(state["opt"])
         step, curve = state["step"], state["curve"]
+        if elapsed:
+            elapsed.resumed(state)
     vae.train()
     bar = _progress(s.vae_steps, step, "vae")
     n, side = len(images), images.shape[1]
@@ -169,7 +188,8 @@ def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
         bar.update(1)
         if step % s.checkpoint_every == 0 or step == s.vae_steps or time.time() > deadline:
             _save_checkpoint(ckpt, {"vae": vae.state_dict(), "head": head.state_dict(),
-                                    "opt": opt.state_dict(), "step": step, "curve": curve})
+                                    "opt": opt.state_dict(), "step": step, "curve": curve,
+                                    "seconds": elapsed.total() if elapsed else None})
             if time.time() > deadline and step < s.vae_steps:
                 bar.close()
                 return curve, False
@@ -249,7 +269,7 @@ def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.
 
 def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: torch.Tensor,
                caption_index: torch.Tensor, s: Settings, device: str, work: Path,
-               deadline: float) -> tuple[list, bool, int]:
+               deadline: float, elapsed: Elapsed | None = None) -> tuple[list, bool, int]:
     """Stage 2: epsilon prediction with caption dropout; returns (loss curve, finished, step)."""
     from . import schedule
 
@@ -266,6 +286,8 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
         opt.load_state_dict(state["opt"])
         ema = [e.to(device) for e in state["ema"]]
         step, curve = state["step"], state["curve"]
+        if elapsed:
+            elapsed.resumed(state)
     unet.train()
     text.train()
     bar = _progress(s.unet_steps, step, "unet")
@@ -304,7 +326,8 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
         if step % s.checkpoint_every == 0 or step == s.unet_steps or time.time() > deadline:
             _save_checkpoint(ckpt, {"unet": unet.state_dict(), "text": text.state_dict(),
                                     "opt": opt.state_dict(), "ema": ema, "step": step,
-                                    "curve": curve})
+                                    "curve": curve,
+                                    "seconds": elapsed.total() if elapsed else None})
             if time.time() > deadline and step < s.unet_steps:
                 break
     bar.close()
@@ -370,6 +393,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
+    elapsed = Elapsed(started)
     deadline = started + (time_limit or float("inf"))
     fit_until = started + fit_seconds if fit_seconds else None
     workers = workers if workers is not None else min(16, os.cpu_count() or 1)
@@ -388,7 +412,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     t0 = time.time()
     caps, images = render_images(captions_all, 0, s.vae_images, s.seed, workers, s.size)
     render_s = time.time() - t0
-    vae_curve, done = train_vae(vae, images, s, device, work, deadline)
+    vae_curve, done = train_vae(vae, images, s, device, work, deadline, elapsed)
     record = {"settings": asdict(s), "device": _device_name(device), "torch": torch.__version__,
               "renderer_version": portraits.VERSION, "captions": captions_all,
               "caption_dropout": CAPTION_DROPOUT, "autocast": "bf16",
@@ -423,7 +447,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
         record["settings"] = asdict(s)
         print(f"{rate:.1f} UNet steps/s: training {s.unet_steps} steps", flush=True)
     unet_curve, done, step = train_unet(unet, text, tokens, empty, latents, caption_index, s,
-                                        device, work, deadline)
+                                        device, work, deadline, elapsed)
     record.update({"unet_curve": unet_curve, "unet_steps_done": step,
                    "scaling_factor": vae.config.scaling_factor,
                    "final_loss": unet_curve[-1][1] if unet_curve else None,
@@ -431,7 +455,9 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
                    "render_and_encode_seconds": round(encode_s, 1)})
     if not done:
         return {**record, "finished": False, "stage": "unet"}
-    record.update({"finished": True, "wall_seconds": round(time.time() - started, 1)})
+    total = elapsed.total()
+    record.update({"finished": True, "wall_seconds": round(time.time() - started, 1),
+                   "total_seconds": None if total is None else round(total, 1)})
     extra = {"training.json": json_bytes(record)}
     preview_model.save(out, unet, vae.float(), text, "preview-sd15-miniature", extra,
                        dtype=torch.float16)

@@ -45,6 +45,19 @@ def test_a_stopped_run_resumes_where_it_stopped(trained, tmp_path):
                         workers=1)
     assert resumed["finished"]
     assert resumed["unet_curve"] == full["unet_curve"]  # every draw is seeded by its step
+    # the time is the whole run's: the stopped invocation's (up to its checkpoint) counts too
+    assert resumed["resumed_from"] == ["vae.pt"]
+    assert resumed["total_seconds"] >= resumed["wall_seconds"] > 0
+    assert full["total_seconds"] == pytest.approx(full["wall_seconds"], abs=0.2)
+
+
+def test_a_run_resumed_from_an_untimed_checkpoint_does_not_claim_a_total():
+    clock = train.Elapsed(start=100.0)
+    clock.resumed({"seconds": 40.0})
+    clock.resumed({"seconds": 70.0})  # the UNet's checkpoint includes the VAE's time
+    assert 70.0 < clock.total() < 1e12
+    clock.resumed({"step": 3})  # written before checkpoints carried a time
+    assert clock.total() is None
 
 
 def test_the_shipped_weights_match_their_recorded_fingerprint():
