@@ -283,7 +283,10 @@ def logit_verdict(trained: float, usual: float, scaled: float) -> dict:
                                  "nothing for logit scaling to undo"}
     undone = (usual - scaled) / moved
     pct = round(100 * undone)
-    if undone >= SEPARATES:
+    if undone < 0:
+        verdict = (f"logit scaling moves it further the same way, by {-pct}% of that change, so "
+                   f"on this model the probe does not show the correction working")
+    elif undone >= SEPARATES:
         verdict = (f"logit scaling undoes {pct}% of that change, so the probe separates the two "
                    f"variants")
     else:

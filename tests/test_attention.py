@@ -188,5 +188,8 @@ def test_the_probe_claims_separation_only_where_logit_scaling_undoes_the_size_ch
     assert "separates" in clear["logit_verdict"] and "barely" not in clear["logit_verdict"]
     smaller = emit.logit_verdict(trained=7.0, usual=6.5, scaled=6.8)  # fewer keys: sharper
     assert smaller["undone_pct"] == 60 and "barely" not in smaller["logit_verdict"]
+    wrong_way = emit.logit_verdict(trained=7.0, usual=7.4, scaled=7.42)
+    assert wrong_way["undone_pct"] == -5
+    assert "further the same way, by 5%" in wrong_way["logit_verdict"]
     still = emit.logit_verdict(trained=7.0, usual=7.001, scaled=6.9)
     assert still["undone_pct"] is None and "nothing for logit scaling" in still["logit_verdict"]
