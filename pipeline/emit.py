@@ -279,18 +279,18 @@ def logit_verdict(trained: float, usual: float, scaled: float) -> dict:
     moved = usual - trained
     if abs(moved) < 0.005:
         return {"size_move": 0.0, "undone_pct": None,
-                "logit_verdict": "the size hardly moves this model's entropy, so there is "
+                "logit_verdict": "the size hardly moves this model’s entropy, so there is "
                                  "nothing for logit scaling to undo"}
     undone = (usual - scaled) / moved
     pct = round(100 * undone)
     if undone < 0:
-        verdict = (f"logit scaling moves it further the same way, by {-pct}% of that change, so "
-                   f"on this model the probe does not show the correction working")
+        verdict = (f"that moves it further the same way, by {-pct}% of the size’s change, so on "
+                   f"this model the probe does not show the correction working")
     elif undone >= SEPARATES:
-        verdict = (f"logit scaling undoes {pct}% of that change, so the probe separates the two "
+        verdict = (f"that undoes {pct}% of the size’s change, so the probe separates the two "
                    f"variants")
     else:
-        verdict = (f"logit scaling undoes only {pct}% of that change, so on this model the probe "
+        verdict = (f"that undoes only {pct}% of the size’s change, so on this model the probe "
                    f"barely separates the two variants: attention this broad has too little "
                    f"spread in its logits for a temperature to sharpen")
     return {"size_move": round(moved, 2), "undone_pct": pct, "logit_verdict": verdict}
