@@ -245,24 +245,25 @@ def probe_summary(spec: Spec, probe_dir: str | Path, train_size: int) -> dict | 
     first_entropy: dict[tuple, float] = {}  # unrounded, for the verdicts below
     for (width, variant), results in sorted(by.items()):
         cell = {}
-        for key in ("entropy", "mass"):
-            for level, value in level_means(results, key).items():
+        means = {key: level_means(results, key) for key in ("entropy", "mass")}
+        for key, by_level in means.items():
+            for level, value in by_level.items():
                 cell.setdefault(str(level), {})[key] = round(value, 2)
         first_level = min(cell, key=int)
-        first_entropy[(width, variant)] = level_means(results, "entropy")[int(first_level)]
+        first_entropy[(str(width), variant)] = means["entropy"][int(first_level)]
         n = next(x["n"] for x in results[0]["layers"] if str(x["level"]) == first_level)
         cell[first_level]["uniform"] = round(math.log(n), 2)  # the entropy of uniform attention
         cell["first"] = cell[first_level]
         summary.setdefault(str(width), {})[variant] = cell
-    base = first_entropy.get((train_size, "usual"))
+    base = first_entropy.get((str(train_size), "usual"))
     for width, cells in summary.items():  # what logit scaling does to the first level's entropy
         if "usual" in cells and "logit-scale" in cells:
             u, l = cells["usual"]["first"], cells["logit-scale"]["first"]
             cells["logit_shift"] = round(l["entropy"] - u["entropy"], 2)
             cells["usual_gap"] = round(u["uniform"] - u["entropy"], 2)
-            if base is not None and int(width) != train_size:
-                cells.update(logit_verdict(base, first_entropy[(int(width), "usual")],
-                                           first_entropy[(int(width), "logit-scale")]))
+            if base is not None and width != str(train_size):
+                cells.update(logit_verdict(base, first_entropy[(width, "usual")],
+                                           first_entropy[(width, "logit-scale")]))
     first = next(iter(by.values()))[0]
     return {"step": first["step"] + 1, "sigma": round(first["sigma"], 2), "summary": summary,
             "seeds": f"{len(spec.probe['seeds'])} seed" + "s" * (len(spec.probe["seeds"]) != 1),
