@@ -40,6 +40,7 @@ def main() -> None:
                "centre_latents": s.get("centre_latents", False),
                "min_snr_gamma": s.get("min_snr_gamma", 0.0),
                "encode_bf16": s.get("encode_bf16", False),
+               "attention_heads": s.get("attention_heads", 0),  # 0: MINI's 4
                "unet_steps": record["unet_steps_done"], "unet_batch": s["unet_batch"],
                "unet_lr": s["unet_lr"], "images": s["images"],
                "final_loss": record["final_loss"], "vae_final_mse": record["vae_final_mse"]}

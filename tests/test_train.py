@@ -174,3 +174,19 @@ def test_bf16_encoding_changes_the_latents_only_within_bf16_precision():
     assert fast.dtype == torch.float32 and fast.shape == exact.shape
     rel = ((fast - exact).pow(2).mean().sqrt() / exact.std()).item()
     assert 0 < rel < 0.02, rel  # bf16 keeps ~3 significant digits; 0 would mean it was not used
+
+
+def test_the_head_count_setting_reaches_every_attention_layer_and_the_saved_config(tmp_path):
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import Attention
+
+    from pipeline import preview_model
+
+    assert train.unet_config(train.Settings()) == preview_model.MINI["unet"]  # as shipped
+    config = train.unet_config(train.Settings(attention_heads=1))
+    assert preview_model.MINI["unet"]["attention_head_dim"] == 4  # the setting copied, not edited
+    unet = UNet2DConditionModel(**config)
+    layers = [m for m in unet.modules() if isinstance(m, Attention)]
+    assert layers and {m.heads for m in layers} == {1}
+    unet.save_pretrained(tmp_path)
+    assert UNet2DConditionModel.from_pretrained(tmp_path).config.attention_head_dim == 1
