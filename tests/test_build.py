@@ -405,6 +405,15 @@ def test_prose_quotes_the_measured_entropy(project):
     assert at768 == data["probe"]["summary"]["768"]["usual"]["first"]["entropy"]
 
 
+def test_a_negative_value_is_printed_with_the_typographic_minus(project):
+    flat = " ".join(re.sub(r"<[^>]+>", "", page(project)).split())
+    data = json.loads((project / "build/data/article.json").read_text())
+    shift = data["probe"]["summary"]["768"]["logit_shift"]
+    shown = f"−{-shift}" if shift < 0 else f"{shift}"
+    assert f"logit scaling changes it by {shown} nats" in flat
+    assert re.search(r"changes it by -\d", flat) is None  # never the ASCII hyphen
+
+
 def test_the_miniature_shows_the_failures_on_this_builds_images(project):
     """Issue targets, measured by the detector on the article's own VAE decodes."""
     m = json.loads((project / "build/measure.json").read_text())
