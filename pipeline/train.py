@@ -327,7 +327,7 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
         if step % s.checkpoint_every == 0 or step == s.unet_steps or time.time() > deadline:
             _save_checkpoint(ckpt, {"unet": unet.state_dict(), "text": text.state_dict(),
                                     "opt": opt.state_dict(), "ema": ema, "step": step,
-                                    "curve": curve,
+                                    "curve": curve, "settings": asdict(s),
                                     "seconds": elapsed.total() if elapsed else None})
             if time.time() > deadline and step < s.unet_steps:
                 break
@@ -363,6 +363,60 @@ def unet_steps_per_second(unet, text, tokens, empty, latents, caption_index, s: 
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return probe.unet_steps / (time.time() - start)
+
+
+def latents_key(s: Settings, captions: list[str]) -> dict:
+    """What the cached training latents (latents.pt) depend on; a cache made with another
+    value of any of these is ignored and made again."""
+    keys = ("seed", "images", "size", "vae_images", "vae_steps", "vae_batch", "vae_crop",
+            "vae_lr", "kl_weight", "colour_weight", "centre_latents", "encode_bf16", "warmup")
+    return {**{k: getattr(s, k) for k in keys}, "renderer_version": portraits.VERSION,
+            "captions": list(captions)}
+
+
+def training_latents(vae, s: Settings, captions: list[str], device: str, work: Path,
+                     deadline: float, elapsed: Elapsed, workers: int):
+    """Stage 1 and the training set's latents: train (or resume) the VAE, render and encode
+    every portrait, centre and scale the latents. The result is cached in `work`/latents.pt
+    with the VAE as it is then (centred, scaling factor set), so a resumed run (or `snapshot`)
+    skips the rendering and encoding. Returns (scaled latents, caption index per latent, VAE
+    loss curve, seconds spent rendering and encoding); the latents and index are None if the
+    VAE stage ran out of time."""
+    cache, key = work / "latents.pt", latents_key(s, captions)
+    if cache.exists() and (state := torch.load(cache, map_location=device))["key"] == key:
+        vae.load_state_dict(state["vae"])
+        vae.register_to_config(scaling_factor=state["scaling_factor"])
+        vae.requires_grad_(False).eval()
+        elapsed.resumed(state)
+        return state["latents"], state["caption_index"], state["vae_curve"], 0.0
+    t0 = time.time()
+    caps, images = render_images(captions, 0, s.vae_images, s.seed, workers, s.size)
+    render_s = time.time() - t0
+    vae_curve, done = train_vae(vae, images, s, device, work, deadline, elapsed)
+    if not done:
+        return None, None, vae_curve, render_s
+    vae.requires_grad_(False)
+
+    t0 = time.time()
+    latents, caption_index = [encode(vae, images, device, bf16=s.encode_bf16)], [caps]
+    for start in range(s.vae_images, s.images, 1000):
+        caps, imgs = render_images(captions, start, min(start + 1000, s.images), s.seed,
+                                   workers, s.size)
+        latents.append(encode(vae, imgs, device, bf16=s.encode_bf16))
+        caption_index.append(caps)
+    latents = torch.cat(latents)
+    if s.centre_latents:
+        latents = centre_latents(vae, latents)
+    scaling = 1 / latents.std().item()
+    vae.register_to_config(scaling_factor=round(scaling, 5))
+    latents = latents * vae.config.scaling_factor
+    order = {c: i for i, c in enumerate(captions)}
+    caption_index = torch.tensor([order[c] for cs in caption_index for c in cs])
+    encode_s = time.time() - t0 + render_s
+    _save_checkpoint(cache, {"key": key, "vae": vae.state_dict(), "vae_curve": vae_curve,
+                             "scaling_factor": vae.config.scaling_factor, "latents": latents,
+                             "caption_index": caption_index, "seconds": elapsed.total()})
+    return latents, caption_index, vae_curve, encode_s
 
 
 def unet_config(s: Settings) -> dict:
@@ -418,36 +472,16 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     text = CLIPTextModel(preview_model.text_config(config["text"])).to(device)
     captions_all = portraits.training_captions(prompts)
     # wall_seconds counts this invocation only: say so when it resumed an earlier one
-    resumed = sorted(p.name for p in (work / "vae.pt", work / "unet.pt") if p.exists())
-
-    t0 = time.time()
-    caps, images = render_images(captions_all, 0, s.vae_images, s.seed, workers, s.size)
-    render_s = time.time() - t0
-    vae_curve, done = train_vae(vae, images, s, device, work, deadline, elapsed)
+    resumed = sorted(p.name for p in (work / "latents.pt", work / "vae.pt", work / "unet.pt")
+                     if p.exists())
     record = {"settings": asdict(s), "device": _device_name(device), "torch": torch.__version__,
               "renderer_version": portraits.VERSION, "captions": captions_all,
-              "caption_dropout": CAPTION_DROPOUT, "autocast": "bf16",
-              "resumed_from": resumed, "vae_curve": vae_curve}
-    if not done:
+              "caption_dropout": CAPTION_DROPOUT, "autocast": "bf16", "resumed_from": resumed}
+    latents, caption_index, vae_curve, encode_s = training_latents(
+        vae, s, captions_all, device, work, deadline, elapsed, workers)
+    record["vae_curve"] = vae_curve
+    if latents is None:
         return {**record, "finished": False, "stage": "vae"}
-    vae.requires_grad_(False)
-
-    t0 = time.time()
-    latents, caption_index = [encode(vae, images, device, bf16=s.encode_bf16)], [caps]
-    for start in range(s.vae_images, s.images, 1000):
-        caps, imgs = render_images(captions_all, start, min(start + 1000, s.images), s.seed,
-                                   workers, s.size)
-        latents.append(encode(vae, imgs, device, bf16=s.encode_bf16))
-        caption_index.append(caps)
-    latents = torch.cat(latents)
-    if s.centre_latents:
-        latents = centre_latents(vae, latents)
-    scaling = 1 / latents.std().item()
-    vae.register_to_config(scaling_factor=round(scaling, 5))
-    latents = latents * vae.config.scaling_factor
-    order = {c: i for i, c in enumerate(captions_all)}
-    caption_index = torch.tensor([order[c] for cs in caption_index for c in cs])
-    encode_s = time.time() - t0 + render_s
 
     tokens = tokenize(captions_all)
     empty = tokenize([""])[0]
@@ -463,7 +497,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
                    "scaling_factor": vae.config.scaling_factor,
                    "final_loss": unet_curve[-1][1] if unet_curve else None,
                    "vae_final_mse": vae_curve[-1][1] if vae_curve else None,
-                   "render_and_encode_seconds": round(encode_s, 1)})
+                   "render_and_encode_seconds": round(encode_s, 1)})  # 0: from latents.pt
     if not done:
         return {**record, "finished": False, "stage": "unet"}
     total = elapsed.total()
@@ -474,6 +508,53 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
                        dtype=torch.float16)
     modelmod.write_sums(Path(out))
     return record
+
+
+def snapshot(out: str | Path, work: str | Path, settings: Settings | None = None,
+             prompts: dict[str, str] | None = None) -> Path:
+    """Save the model an unfinished (or running) training would give if it stopped now: the VAE
+    from `work`/latents.pt and the UNet and text encoder's averaged (EMA) weights from its last
+    UNet checkpoint, named "preview-sd15-miniature-step<N>", so that it can be built and
+    measured mid-run (`doit model=<out>`, benchmarks/terminal_snr.py --model <out>). The run's
+    settings come from the checkpoint; `settings` stands in for checkpoints older than that."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from . import model as modelmod
+
+    work = Path(work)
+    missing = [p.name for p in (work / "latents.pt", work / "unet.pt") if not p.exists()]
+    if missing:
+        raise SystemExit(f"{work}: no {' or '.join(missing)} yet; a snapshot needs the latents "
+                         "and a UNet checkpoint (train until the UNet stage has checkpointed)")
+    cache = torch.load(work / "latents.pt", map_location="cpu")
+    state = torch.load(work / "unet.pt", map_location="cpu")
+    s = Settings(**state["settings"]) if "settings" in state else settings or Settings()
+    vae = AutoencoderKL(**preview_model.MINI["vae"])
+    vae.load_state_dict(cache["vae"])
+    vae.register_to_config(scaling_factor=cache["scaling_factor"])
+    unet = UNet2DConditionModel(**unet_config(s))
+    text = CLIPTextModel(preview_model.text_config(preview_model.MINI["text"]))
+    unet.load_state_dict(state["unet"])
+    text.load_state_dict(state["text"])
+    with torch.no_grad():
+        for p, e in zip(list(unet.parameters()) + list(text.parameters()), state["ema"]):
+            p.copy_(e)
+    curve, seconds = state["curve"], state.get("seconds") or 0.0
+    record = {"settings": asdict(s), "device": _device_name("cpu"), "torch": torch.__version__,
+              "renderer_version": portraits.VERSION, "caption_dropout": CAPTION_DROPOUT,
+              "captions": portraits.training_captions(prompts) if prompts else [],
+              "snapshot_of": str(work), "finished": False, "resumed_from": [],
+              "vae_curve": cache["vae_curve"], "unet_curve": curve,
+              "unet_steps_done": state["step"], "scaling_factor": cache["scaling_factor"],
+              "final_loss": curve[-1][1] if curve else None,
+              "vae_final_mse": cache["vae_curve"][-1][1] if cache["vae_curve"] else None,
+              "wall_seconds": round(seconds, 1), "total_seconds": state.get("seconds")}
+    name = f"preview-sd15-miniature-step{state['step']}"
+    preview_model.save(out, unet, vae, text, name, {"training.json": json_bytes(record)},
+                       dtype=torch.float16)
+    modelmod.write_sums(Path(out))
+    return Path(out)
 
 
 def run_task(spec_path: str, out: str, device: str, work: str) -> None:
@@ -510,6 +591,9 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=None)
     ap.add_argument("--fit-seconds", type=float, default=None,
                     help="choose --unet-steps so that training ends this long after the start")
+    ap.add_argument("--snapshot", action="store_true",
+                    help="do not train: save the model the checkpoints in --work give now to "
+                         "--out (settings from the checkpoint)")
     for f, v in asdict(Settings()).items():
         if isinstance(v, bool):
             ap.add_argument(f"--{f.replace('_', '-')}", action=argparse.BooleanOptionalAction,
@@ -520,6 +604,9 @@ def main() -> None:
     settings = Settings(**{f: getattr(args, f) for f in asdict(Settings())})
     with open(args.spec, "rb") as fh:
         prompts = tomllib.load(fh)["prompts"]
+    if args.snapshot:
+        print(f"saved {snapshot(args.out, args.work, settings, prompts)}")
+        return
     record = run(args.out, prompts, settings, args.device, args.work, args.time_limit,
                  fit_seconds=args.fit_seconds)
     print(json.dumps({k: v for k, v in record.items() if not k.endswith("curve")

@@ -51,6 +51,42 @@ def test_a_stopped_run_resumes_where_it_stopped(trained, tmp_path):
     assert full["total_seconds"] == pytest.approx(full["wall_seconds"], abs=0.2)
 
 
+def test_a_resumed_run_reads_its_latents_from_the_cache_and_a_snapshot_builds(trained, tmp_path):
+    import dataclasses
+
+    root, full = trained
+    work = tmp_path / "work"
+    shutil.copytree(root / "work", work)
+    (work / "unet.pt").unlink()  # the UNet stage again, from the cached VAE and latents
+    again = train.run(tmp_path / "model", SPEC.prompts, TINY, "cpu", work, workers=1)
+    assert again["resumed_from"] == ["latents.pt", "vae.pt"]
+    assert again["render_and_encode_seconds"] == 0  # nothing rendered or encoded
+    assert again["unet_curve"] == full["unet_curve"] and again["vae_curve"] == full["vae_curve"]
+    assert again["scaling_factor"] == full["scaling_factor"]
+
+    snap = train.snapshot(tmp_path / "snap", work)  # settings from the checkpoint
+    model.check_shipped(snap)
+    index = json.loads((snap / "model_index.json").read_text())
+    assert index["_name_or_path"] == f"preview-sd15-miniature-step{TINY.unet_steps}"
+    info = model.prepare(str(snap), tmp_path / "model.json")
+    comps = model.load(str(tmp_path / "model.json"), "cpu")
+    assert comps.vae.config.scaling_factor == pytest.approx(full["scaling_factor"])
+    assert info["geometry"]["train_size"] == 512
+    for name in ("unet", "vae", "text_encoder"):  # the finished run's own weights
+        assert ((snap / name).glob("*.safetensors").__next__().read_bytes()
+                == (tmp_path / "model" / name).glob("*.safetensors").__next__().read_bytes())
+
+    other = dataclasses.replace(TINY, images=20)  # another training set: the cache is not used
+    assert train.latents_key(other, []) != train.latents_key(TINY, [])
+    redone = train.run(tmp_path / "other", SPEC.prompts, other, "cpu", work, workers=1)
+    assert redone["render_and_encode_seconds"] > 0
+
+
+def test_a_snapshot_before_the_unet_stage_names_what_is_missing(tmp_path):
+    with pytest.raises(SystemExit, match="no latents.pt or unet.pt yet"):
+        train.snapshot(tmp_path / "snap", tmp_path)
+
+
 def test_a_run_resumed_from_an_untimed_checkpoint_does_not_claim_a_total():
     clock = train.Elapsed(start=100.0)
     clock.resumed({"seconds": 40.0})
