@@ -383,7 +383,7 @@ def training_latents(vae, s: Settings, captions: list[str], device: str, work: P
     loss curve, seconds spent rendering and encoding); the latents and index are None if the
     VAE stage ran out of time."""
     cache, key = work / "latents.pt", latents_key(s, captions)
-    if cache.exists() and (state := torch.load(cache, map_location=device))["key"] == key:
+    if cache.exists() and (state := torch.load(cache, map_location="cpu"))["key"] == key:
         vae.load_state_dict(state["vae"])
         vae.register_to_config(scaling_factor=state["scaling_factor"])
         vae.requires_grad_(False).eval()
