@@ -429,6 +429,33 @@ def unet_config(s: Settings) -> dict:
     return config
 
 
+def _networks(s: Settings, device: str):
+    """The miniature's three networks, freshly initialised (from the global seed), on `device`."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    config = preview_model.MINI
+    return (AutoencoderKL(**config["vae"]).to(device),
+            UNet2DConditionModel(**unet_config(s)).to(device),
+            CLIPTextModel(preview_model.text_config(config["text"])).to(device))
+
+
+def _record(s: Settings, device: str, captions: list[str]) -> dict:
+    """The start of a training record: what the run was and what it ran on."""
+    return {"settings": asdict(s), "device": _device_name(device), "torch": torch.__version__,
+            "renderer_version": portraits.VERSION, "captions": captions,
+            "caption_dropout": CAPTION_DROPOUT, "autocast": "bf16"}
+
+
+def _save_model(out: str | Path, unet, vae, text, name: str, record: dict) -> None:
+    """Save the trained networks (fp16) with their training record and SHA256SUMS."""
+    from . import model as modelmod
+
+    preview_model.save(out, unet, vae.float(), text, name,
+                       {"training.json": json_bytes(record)}, dtype=torch.float16)
+    modelmod.write_sums(Path(out))
+
+
 def tokenize(captions: list[str]) -> torch.Tensor:
     """Token ids [N, 77] of the captions, with the tokenizer the saved model ships."""
     import tempfile
@@ -447,9 +474,6 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
         workers: int | None = None, fit_seconds: float | None = None) -> dict:
     """Train (or resume) the miniature and save it to `out`. Returns the training record; its
     "finished" is False if `time_limit` seconds ran out first (run again to resume)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
     from . import model as modelmod
 
     s = settings or Settings()
@@ -466,17 +490,12 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(s.seed)
-    config = preview_model.MINI
-    vae = AutoencoderKL(**config["vae"]).to(device)
-    unet = UNet2DConditionModel(**unet_config(s)).to(device)
-    text = CLIPTextModel(preview_model.text_config(config["text"])).to(device)
+    vae, unet, text = _networks(s, device)
     captions_all = portraits.training_captions(prompts)
     # wall_seconds counts this invocation only: say so when it resumed an earlier one
     resumed = sorted(p.name for p in (work / "latents.pt", work / "vae.pt", work / "unet.pt")
                      if p.exists())
-    record = {"settings": asdict(s), "device": _device_name(device), "torch": torch.__version__,
-              "renderer_version": portraits.VERSION, "captions": captions_all,
-              "caption_dropout": CAPTION_DROPOUT, "autocast": "bf16", "resumed_from": resumed}
+    record = {**_record(s, device, captions_all), "resumed_from": resumed}
     latents, caption_index, vae_curve, encode_s = training_latents(
         vae, s, captions_all, device, work, deadline, elapsed, workers)
     record["vae_curve"] = vae_curve
@@ -503,10 +522,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     total = elapsed.total()
     record.update({"finished": True, "wall_seconds": round(time.time() - started, 1),
                    "total_seconds": None if total is None else round(total, 1)})
-    extra = {"training.json": json_bytes(record)}
-    preview_model.save(out, unet, vae.float(), text, "preview-sd15-miniature", extra,
-                       dtype=torch.float16)
-    modelmod.write_sums(Path(out))
+    _save_model(out, unet, vae, text, "preview-sd15-miniature", record)
     return record
 
 
@@ -517,11 +533,6 @@ def snapshot(out: str | Path, work: str | Path, settings: Settings | None = None
     UNet checkpoint, named "preview-sd15-miniature-step<N>", so that it can be built and
     measured mid-run (`doit model=<out>`, benchmarks/terminal_snr.py --model <out>). The run's
     settings come from the checkpoint; `settings` stands in for checkpoints older than that."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    from . import model as modelmod
-
     work = Path(work)
     missing = [p.name for p in (work / "latents.pt", work / "unet.pt") if not p.exists()]
     if missing:
@@ -530,30 +541,24 @@ def snapshot(out: str | Path, work: str | Path, settings: Settings | None = None
     cache = torch.load(work / "latents.pt", map_location="cpu")
     state = torch.load(work / "unet.pt", map_location="cpu")
     s = Settings(**state["settings"]) if "settings" in state else settings or Settings()
-    vae = AutoencoderKL(**preview_model.MINI["vae"])
+    vae, unet, text = _networks(s, "cpu")
     vae.load_state_dict(cache["vae"])
     vae.register_to_config(scaling_factor=cache["scaling_factor"])
-    unet = UNet2DConditionModel(**unet_config(s))
-    text = CLIPTextModel(preview_model.text_config(preview_model.MINI["text"]))
     unet.load_state_dict(state["unet"])
     text.load_state_dict(state["text"])
     with torch.no_grad():
         for p, e in zip(list(unet.parameters()) + list(text.parameters()), state["ema"]):
             p.copy_(e)
     curve, seconds = state["curve"], state.get("seconds") or 0.0
-    record = {"settings": asdict(s), "device": _device_name("cpu"), "torch": torch.__version__,
-              "renderer_version": portraits.VERSION, "caption_dropout": CAPTION_DROPOUT,
-              "captions": portraits.training_captions(prompts) if prompts else [],
+    captions = portraits.training_captions(prompts) if prompts else []
+    record = {**_record(s, "cpu", captions),
               "snapshot_of": str(work), "finished": False, "resumed_from": [],
               "vae_curve": cache["vae_curve"], "unet_curve": curve,
               "unet_steps_done": state["step"], "scaling_factor": cache["scaling_factor"],
               "final_loss": curve[-1][1] if curve else None,
               "vae_final_mse": cache["vae_curve"][-1][1] if cache["vae_curve"] else None,
               "wall_seconds": round(seconds, 1), "total_seconds": state.get("seconds")}
-    name = f"preview-sd15-miniature-step{state['step']}"
-    preview_model.save(out, unet, vae, text, name, {"training.json": json_bytes(record)},
-                       dtype=torch.float16)
-    modelmod.write_sums(Path(out))
+    _save_model(out, unet, vae, text, f"preview-sd15-miniature-step{state['step']}", record)
     return Path(out)
 
 

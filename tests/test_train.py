@@ -73,8 +73,8 @@ def test_a_resumed_run_reads_its_latents_from_the_cache_and_a_snapshot_builds(tr
     assert comps.vae.config.scaling_factor == pytest.approx(full["scaling_factor"])
     assert info["geometry"]["train_size"] == 512
     for name in ("unet", "vae", "text_encoder"):  # the finished run's own weights
-        assert ((snap / name).glob("*.safetensors").__next__().read_bytes()
-                == (tmp_path / "model" / name).glob("*.safetensors").__next__().read_bytes())
+        assert (next((snap / name).glob("*.safetensors")).read_bytes()
+                == next((tmp_path / "model" / name).glob("*.safetensors")).read_bytes())
 
     other = dataclasses.replace(TINY, images=20)  # another training set: the cache is not used
     assert train.latents_key(other, []) != train.latents_key(TINY, [])
