@@ -1,31 +1,42 @@
 """A detector for the preview miniature's domain (pipeline/portraits.py): how many characters an
 image holds, and how far its colours are from the training set's.
 
-Characters are counted by their heads: the pixels within SKIN_DISTANCE of the portraits' skin
-colour are grouped into 4-connected regions on a grid of CELL-pixel cells (a cell counts when
-most of its pixels are skin), and every region of at least MIN_AREA of the image (and MIN_PIXELS)
-that encloses dark cells (the eyes) is one head with its neck. Colour statistics are the mean HSV saturation, the contrast (standard
-deviation of luma) and the clipped share (pixels with a channel at 0..2 or 253..255);
-`colour_error` is the root mean square of their z-scores against the training set's.
+Characters are counted by their faces, and a face is found from its eyes rather than by a fixed
+skin colour, so that a model which tints its faces (paler, greener, dimmer) is still counted. On a
+grid of CELL-pixel cells (a cell is dark when most of its pixels have luma below DARK), every
+4-connected blob of dark cells of an eye's size and shape is a candidate eye. The skin around it
+(a ring two to four cells out, past the eye's blurred rim) gives the face's colour, which must be
+light (luma at least FACE_LUMA) and not vivid (saturation at most FACE_SATURATION). The face is
+then the cells within FACE_DISTANCE of that colour connected to the ring; it is one when it covers
+at least MIN_AREA of the image (and MIN_PIXELS), at most MAX_PIXELS and no further than REACH
+cells from the eye (so not the sky or a wall), and encloses the eye and at least EYE_CELLS dark
+cells in all (region cells on all four sides of them). Faces that share a cell are one head, and
+an eye already inside a found face starts no other. The portraits' faces are rendered in one skin
+colour (portraits.SKIN), which no other element comes within portraits.SKIN_MARGIN of.
+
+Colour statistics are the mean HSV saturation, the contrast (standard deviation of luma) and the
+clipped share (pixels with a channel at 0..2 or 253..255); `colour_error` is the root mean square
+of their z-scores against the training set's.
 """
 from __future__ import annotations
 
 import numpy as np
 
-VERSION = 1  # bump when the rules below change: it is part of every evaluation's provenance
-SKIN = np.array([246, 214, 190], dtype=np.float32)
-SKIN_DISTANCE = 40.0
+VERSION = 2  # bump when the rules below change: it is part of every evaluation's provenance
 CELL = 4
-MIN_AREA = 0.006
-MIN_PIXELS = 600
-DARK = 90          # luma (0..255) below which a cell inside a head counts as an eye
-EYE_CELLS = 2
+DARK = 90            # luma (0..255) below which a cell counts as dark (an eye, black hair)
+EYE_SIZE = (2, 80)   # an eye is a dark blob of this many cells ...
+EYE_ASPECT = 3.0     # ... no more than this much taller than wide or wider than tall
+FACE_LUMA = 150      # the skin around an eye is at least this light ...
+FACE_SATURATION = 0.40  # ... and at most this saturated (the portraits' skin: 0.23)
+FACE_DISTANCE = 40.0 # RGB distance from that skin's colour within which a cell is face
+REACH = 64           # cells: a face reaches no further than this from its eye
+MIN_AREA = 0.006     # a face covers at least this share of the image ...
+MIN_PIXELS = 600     # ... and this many pixels ...
+MAX_PIXELS = 40000   # ... and at most this many (the training portraits' faces: 9,700 to 16,500)
+EYE_CELLS = 2        # dark cells a face encloses at least (eyes)
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 STATS = ("saturation", "contrast", "clipped")
-
-
-def skin_mask(img: np.ndarray) -> np.ndarray:
-    """Boolean HxW: pixels of skin colour."""
-    return np.linalg.norm(img[..., :3].astype(np.float32) - SKIN, axis=-1) < SKIN_DISTANCE
 
 
 def _components(grid: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -61,31 +72,106 @@ def _enclosed(region: np.ndarray) -> np.ndarray:
     return (left & right & up & down).astype(bool) & ~region
 
 
-def _cells(mask: np.ndarray) -> np.ndarray:
-    h, w = mask.shape
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    """The mask and its 4-neighbours."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def _grow(seed: np.ndarray, allowed: np.ndarray, most: float) -> np.ndarray | None:
+    """The cells of `allowed` 4-connected to `seed`, or None when they are more than `most`."""
+    region = seed & allowed
+    while True:
+        grown = _dilate(region) & allowed
+        if grown.sum() > most:
+            return None
+        if np.array_equal(grown, region):
+            return region
+        region = grown
+
+
+def _grid(values: np.ndarray) -> np.ndarray:
+    """Mean of each CELL x CELL cell of an HxW(xC) array."""
+    h, w = values.shape[:2]
     hc, wc = h // CELL, w // CELL
-    return mask[:hc * CELL, :wc * CELL].reshape(hc, CELL, wc, CELL).mean((1, 3)) > 0.5
+    return values[:hc * CELL, :wc * CELL].reshape(hc, CELL, wc, CELL, *values.shape[2:]).mean((1, 3))
+
+
+def _eyes(dark: np.ndarray) -> list[tuple[float, float, int, int, int, int]]:
+    """Candidate eyes: (centre row, centre column, y0, y1, x0, x1) of eye-shaped dark blobs."""
+    out = []
+    for ys, xs in _components(dark):
+        if not EYE_SIZE[0] <= len(ys) <= EYE_SIZE[1]:
+            continue
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        if max(y1 - y0, x1 - x0) > EYE_ASPECT * min(y1 - y0, x1 - x0):
+            continue
+        out.append((float(ys.mean()), float(xs.mean()), int(y0), int(y1), int(x0), int(x1)))
+    return sorted(out, key=lambda e: e[1])
+
+
+def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: float):
+    """The face around a candidate eye, as a boolean mask of the cell grid, or None when the
+    blob is not an eye in a face."""
+    hc, wc = dark.shape
+    y0, y1 = max(eye[2] - REACH, 0), min(eye[3] + REACH, hc)
+    x0, x1 = max(eye[4] - REACH, 0), min(eye[5] + REACH, wc)
+    colour, dark = colour[y0:y1, x0:x1], dark[y0:y1, x0:x1]
+    blob = np.zeros(dark.shape, dtype=bool)
+    blob[eye[2] - y0:eye[3] - y0, eye[4] - x0:eye[5] - x0] = True
+    blob &= dark
+    near = _dilate(_dilate(blob))
+    ring = _dilate(_dilate(near)) & ~near & ~dark  # the skin around the eye, past its blurred rim
+    if not ring.any():
+        return None
+    skin = np.median(colour[ring], axis=0)
+    if skin @ LUMA < FACE_LUMA or skin.max() - skin.min() > FACE_SATURATION * skin.max():
+        return None  # too dark or too vivid for skin
+    region = _grow(ring, np.linalg.norm(colour - skin, axis=-1) < FACE_DISTANCE, most)
+    if region is None or region.sum() < least:
+        return None  # larger than a face (sky, a wall) or smaller
+    if ((y0 > 0 and region[0].any()) or (y1 < hc and region[-1].any())
+            or (x0 > 0 and region[:, 0].any()) or (x1 < wc and region[:, -1].any())):
+        return None  # it reaches further from the eye than a face does
+    holes = _enclosed(region) & dark
+    if holes.sum() < EYE_CELLS or not (holes & blob).any():
+        return None
+    full = np.zeros((hc, wc), dtype=bool)
+    full[y0:y1, x0:x1] = region
+    return full
 
 
 def heads(img: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Bounding boxes (x0, y0, x1, y1, in pixels) of the heads in a uint8 HxWx3 image: regions
-    of skin-coloured cells at least MIN_AREA of the image (and MIN_PIXELS) large that enclose
-    at least EYE_CELLS dark cells (eyes), which a sun disc or a pale window does not."""
+    """Bounding boxes (x0, y0, x1, y1, in pixels) of the heads in a uint8 HxWx3 image."""
     h, w = img.shape[:2]
-    skin = _cells(skin_mask(img))
-    luma = img[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    dark = _cells(luma < DARK)
+    rgb = img[..., :3].astype(np.float32)
+    colour = _grid(rgb)
+    dark = _grid((rgb @ LUMA < DARK).astype(np.float32)) > 0.5
     least = max(MIN_AREA * h * w, MIN_PIXELS) / CELL ** 2
-    found = []
-    for ys, xs in _components(skin):
-        if len(ys) < least:
+    found: list[np.ndarray] = []
+    for eye in _eyes(dark):
+        if any(f[int(eye[0]), int(eye[1])] or _enclosed(f)[int(eye[0]), int(eye[1])]
+               for f in found):
+            continue  # the other eye of a face already found
+        region = _face(colour, dark, eye, least, MAX_PIXELS / CELL ** 2)
+        if region is None:
             continue
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        region = np.zeros((y1 - y0, x1 - x0), dtype=bool)
-        region[ys - y0, xs - x0] = True
-        if (_enclosed(region) & dark[y0:y1, x0:x1]).sum() >= EYE_CELLS:
-            found.append((int(x0 * CELL), int(y0 * CELL), int(x1 * CELL), int(y1 * CELL)))
-    return found
+        for k, other in enumerate(found):
+            if (other & region).any():
+                found[k] = other | region
+                break
+        else:
+            found.append(region)
+    boxes = []
+    for region in found:
+        ys, xs = np.nonzero(region)
+        boxes.append((int(xs.min() * CELL), int(ys.min() * CELL), int((xs.max() + 1) * CELL),
+                      int((ys.max() + 1) * CELL)))
+    return sorted(boxes)
 
 
 def count_characters(img: np.ndarray) -> int:

@@ -51,7 +51,7 @@ def attributes(caption: str) -> dict:
     return {"hair": hair, "long_hair": long_hair, "outfit": outfit, "scene": scene}
 
 
-SKIN_MARGIN = 80  # everything but skin keeps at least this far from SKIN (the detector's cue)
+SKIN_MARGIN = 80  # everything but skin keeps at least this far from SKIN: the face is one colour region
 
 
 def _jitter(rng: np.random.Generator, colour, amount: float = 18, skin: bool = False) -> tuple:

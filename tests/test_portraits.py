@@ -56,6 +56,39 @@ def test_a_skin_coloured_disc_without_eyes_is_not_a_head():
     assert detector.count_characters(img) == 1
 
 
+TINTS = {  # colour shifts a model might put on its faces (the fixed-skin detector missed them all)
+    "greener": lambda x: x * [0.8, 1.0, 0.85] + [0, 25, 10],
+    "cooler": lambda x: x * [0.85, 0.95, 1.0] + [0, 0, 30],
+    "dimmer": lambda x: x * 0.8,
+}
+
+
+@pytest.mark.parametrize("tint", sorted(TINTS))
+def test_detector_counts_characters_whose_colours_are_shifted(tint):
+    shift = TINTS[tint]
+    face = np.clip(shift(np.array(portraits.SKIN, float)), 0, 255)
+    assert np.linalg.norm(face - portraits.SKIN) > 40  # far from the colour the faces were drawn in
+    for caption in CAPTIONS:
+        for characters in range(4):
+            img = np.asarray(portraits.render_scene(caption, characters, characters)).astype(float)
+            img = np.clip(shift(img), 0, 255).astype(np.uint8)
+            assert detector.count_characters(img) == characters, (caption, characters)
+
+
+def test_a_face_is_light_not_vivid_and_bounded():
+    yy, xx = np.mgrid[:512, :512]
+    eyes = ((yy - 190) ** 2 + (xx - 225) ** 2 < 10 ** 2) | ((yy - 190) ** 2 + (xx - 275) ** 2 < 10 ** 2)
+    disc = (yy - 200) ** 2 + (xx - 250) ** 2 < 70 ** 2
+    for colour, heads in (((200, 215, 190), 1), ((255, 40, 140), 0), ((120, 100, 90), 0)):
+        img = np.full((512, 512, 3), 60, np.uint8)
+        img[disc] = colour
+        img[eyes] = (30, 20, 40)
+        assert detector.count_characters(img) == heads, colour  # pale green: yes; pink, dark: no
+    sky = np.full((512, 512, 3), 220, np.uint8)  # two dark dots in a wide light field
+    sky[eyes] = (30, 20, 40)
+    assert detector.count_characters(sky) == 0
+
+
 def test_colour_error_separates_distorted_renders_from_clean_ones():
     ref = detector.reference(portraits.dataset_item(CAPTIONS, i, 11)[1] for i in range(32))
     clean = [portraits.dataset_item(CAPTIONS, i, 12)[1] for i in range(8)]
