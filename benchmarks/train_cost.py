@@ -5,8 +5,8 @@
 Times a few VAE and UNet training steps (pipeline/train.py, each stage after one untimed
 warm-up step) at the settings recorded beside the shipped weights (models/preview/training.json),
 on freshly initialised modules, and projects the whole run: VAE steps x its step time + UNet
-steps x its step time. Rendering and encoding the portraits are left out (29.5 s on the H100
-machine's 16 cores). The VAE trains on rendered portraits, the UNet on random latents of their
+steps x its step time. Rendering and encoding the portraits are left out (the shipped weights'
+training.json records what they took, `render_and_encode_seconds`). The VAE trains on rendered portraits, the UNet on random latents of their
 shape: the cost of a step does not depend on what the data show.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> None:
     config = preview_model.MINI
     torch.manual_seed(0)
     vae = AutoencoderKL(**config["vae"]).to(args.device)
-    unet = UNet2DConditionModel(**config["unet"]).to(args.device)
+    unet = UNet2DConditionModel(**train.unet_config(s)).to(args.device)
     text = CLIPTextModel(preview_model.text_config(config["text"])).to(args.device)
 
     def timed_vae(steps: int) -> float:
