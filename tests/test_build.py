@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, copy_project, doit, executed
-from pipeline import emit, spec as specmod
+from pipeline import detector, emit, spec as specmod
 
 ARTICLE = "public/sd15-image-sizes/index.html"
 
