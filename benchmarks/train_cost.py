@@ -6,8 +6,9 @@ Times a few VAE and UNet training steps (pipeline/train.py, each stage after one
 warm-up step) at the settings recorded beside the shipped weights (models/preview/training.json),
 on freshly initialised modules, and projects the whole run: VAE steps x its step time + UNet
 steps x its step time. Rendering and encoding the portraits are left out (the shipped weights'
-training.json records what they took, `render_and_encode_seconds`). The VAE trains on rendered portraits, the UNet on random latents of their
-shape: the cost of a step does not depend on what the data show.
+training.json records what they took, `render_and_encode_seconds`). The VAE trains on rendered
+portraits, the UNet on random latents of their shape: the cost of a step does not depend on what
+the data show.
 """
 from __future__ import annotations
 

@@ -42,9 +42,9 @@ CAPTION_DROPOUT = 0.1
 
 @dataclass
 class Settings:
-    """A training run's settings. The defaults are the shipped weights' recipe (as its
-    training.json records), made to fit two CPU cores; the GPU-trained model shipped before it
-    used the MINI defaults noted beside each field."""
+    """A training run's settings. The defaults are the shipped weights' recipe (as their
+    training.json records, which a test checks), made to fit two CPU cores; the GPU-trained model
+    shipped before them used the values noted in brackets beside each field."""
     seed: int = 0
     images: int = 6000          # rendered portraits the UNet trains on
     size: int = 512             # their side (SD 1.5's trained size; smaller only for smoke tests)

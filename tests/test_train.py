@@ -100,6 +100,7 @@ def test_the_shipped_weights_match_their_recorded_fingerprint():
     model.check_shipped()
     record = json.loads((model.PREVIEW_DIR / "training.json").read_text())
     assert record["finished"] and record["unet_steps_done"] == record["settings"]["unet_steps"]
+    assert train.Settings(**record["settings"]) == train.Settings()  # the defaults are its recipe
     total = sum(p.stat().st_size for p in model.PREVIEW_DIR.rglob("*") if p.is_file())
     assert total <= 25 * 10**6
 
