@@ -1,19 +1,40 @@
 """How the shipped miniature was trained, as a results file the README can cite (prints figures).
 
     .venv/bin/python benchmarks/training_record.py        # reads models/preview/training.json
+    .venv/bin/python benchmarks/training_record.py --model build/repro/model --tag repro \
+        --compare models/preview      # a from-scratch rerun: are its weights the shipped bytes?
 
 `pipeline/train.py` writes `training.json` beside the weights it saves: settings, device, wall
 time and both loss curves. This copies the figures that matter into
 `benchmarks/results/train_miniature-<device kind>.json` (the loss curves as its rows, and CSV),
 so the README quotes a file under benchmarks/results/ like every other number it states.
+With `--compare`, every file listed in that model's SHA256SUMS (all but training.json, whose
+times differ by nature) is hashed in `--model` too, and the record says which match.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 
 from common import ROOT, write_results
+
+
+def compare(model: Path, reference: Path) -> dict:
+    """Each file of `reference`'s SHA256SUMS (training.json aside): does `model` hold the same bytes?"""
+    sums = reference / "SHA256SUMS"
+    if not sums.is_file():
+        raise SystemExit(f"{sums} is missing: --compare needs a model saved by pipeline/train.py")
+    result = {}
+    for line in sums.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        if name == "training.json":
+            continue
+        mine = model / name
+        result[name] = (mine.is_file()
+                        and hashlib.sha256(mine.read_bytes()).hexdigest() == digest)
+    return result
 
 
 def main() -> None:
@@ -21,6 +42,8 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "models" / "preview"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default="", help="suffix for a model that is not the shipped one")
+    ap.add_argument("--compare", default=None,
+                    help="a model directory whose SHA256SUMS the weights are checked against")
     args = ap.parse_args()
     record = json.loads((Path(args.model) / "training.json").read_text())
     if not record.get("finished"):
@@ -44,6 +67,11 @@ def main() -> None:
                "unet_steps": record["unet_steps_done"], "unet_batch": s["unet_batch"],
                "unet_lr": s["unet_lr"], "images": s["images"],
                "final_loss": record["final_loss"], "vae_final_mse": record["vae_final_mse"]}
+    if args.compare:
+        same = compare(Path(args.model), Path(args.compare))
+        context["compared_with"] = str(Path(args.compare))
+        context["same_bytes"] = same
+        context["all_same_bytes"] = all(same.values())
     rows = ([{"stage": "vae", "step": a, "loss": b} for a, b in record["vae_curve"]]
             + [{"stage": "unet", "step": a, "loss": b} for a, b in record["unet_curve"]])
     path = write_results(args.out, f"train_miniature-{kind}", context, rows, args.tag)
@@ -52,6 +80,10 @@ def main() -> None:
           f"{s['vae_steps']} VAE steps of {s['vae_batch']} x {s['vae_crop']} px, "
           f"{record['unet_steps_done']} UNet steps of {s['unet_batch']}; final loss "
           f"{record['final_loss']}, VAE MSE {record['vae_final_mse']} -> {path.name}")
+    if args.compare:
+        differ = [name for name, ok in context["same_bytes"].items() if not ok]
+        print(f"compared with {args.compare}: "
+              + ("every file the same bytes" if not differ else f"differ: {', '.join(differ)}"))
 
 
 if __name__ == "__main__":
