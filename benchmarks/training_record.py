@@ -22,7 +22,8 @@ from common import ROOT, write_results
 
 
 def compare(model: Path, reference: Path) -> dict:
-    """Each file of `reference`'s SHA256SUMS (training.json aside): does `model` hold the same bytes?"""
+    """Each file of `reference`'s SHA256SUMS (training.json aside) -> its recorded sha256 if
+    `model` holds the same bytes, else None."""
     sums = reference / "SHA256SUMS"
     if not sums.is_file():
         raise SystemExit(f"{sums} is missing: --compare needs a model saved by pipeline/train.py")
@@ -32,8 +33,8 @@ def compare(model: Path, reference: Path) -> dict:
         if name == "training.json":
             continue
         mine = model / name
-        result[name] = (mine.is_file()
-                        and hashlib.sha256(mine.read_bytes()).hexdigest() == digest)
+        same = mine.is_file() and hashlib.sha256(mine.read_bytes()).hexdigest() == digest
+        result[name] = digest if same else None
     return result
 
 
@@ -71,7 +72,7 @@ def main() -> None:
         same = compare(Path(args.model), Path(args.compare))
         context["compared_with"] = str(Path(args.compare))
         context["same_bytes"] = same
-        context["all_same_bytes"] = all(same.values())
+        context["all_same_bytes"] = None not in same.values()
     rows = ([{"stage": "vae", "step": a, "loss": b} for a, b in record["vae_curve"]]
             + [{"stage": "unet", "step": a, "loss": b} for a, b in record["unet_curve"]])
     path = write_results(args.out, f"train_miniature-{kind}", context, rows, args.tag)
@@ -81,7 +82,7 @@ def main() -> None:
           f"{record['unet_steps_done']} UNet steps of {s['unet_batch']}; final loss "
           f"{record['final_loss']}, VAE MSE {record['vae_final_mse']} -> {path.name}")
     if args.compare:
-        differ = [name for name, ok in context["same_bytes"].items() if not ok]
+        differ = [name for name, digest in context["same_bytes"].items() if digest is None]
         print(f"compared with {args.compare}: "
               + ("every file the same bytes" if not differ else f"differ: {', '.join(differ)}"))
 

@@ -121,3 +121,31 @@ def test_vae_colour_benchmark_harness(tmp_path):
     assert [(r["colour_weight"], r["steps"]) for r in result["rows"]] == [(0, 0), (0, 2), (1, 2)]
     assert all(0 < r["recon_mse_heldout"] < 1 and r["approx_psnr_heldout_db"] > 10
                for r in result["rows"])
+
+
+def test_training_record_compares_a_model_with_the_shipped_bytes(tmp_path):
+    import shutil
+
+    copy = tmp_path / "model"
+    shutil.copytree(ROOT / "models/preview", copy)
+    out = run("training_record.py", "--model", str(copy), "--tag", "t", "--out", str(tmp_path),
+              "--compare", str(ROOT / "models/preview"))
+    assert "every file the same bytes" in out
+    weights = copy / "vae/diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")  # one byte differs
+    out = run("training_record.py", "--model", str(copy), "--tag", "t", "--out", str(tmp_path),
+              "--compare", str(ROOT / "models/preview"))
+    assert "differ: vae/diffusion_pytorch_model.safetensors" in out
+    record = json.loads((tmp_path / "train_miniature-cpu-t.json").read_text())
+    assert record["all_same_bytes"] is False
+    assert record["same_bytes"]["vae/diffusion_pytorch_model.safetensors"] is None
+
+
+def test_the_recorded_reproduction_is_of_the_weights_shipped_now():
+    """The README says a from-scratch rerun gave the shipped bytes: the record must name every
+    file of today's SHA256SUMS (training.json aside) with today's digest."""
+    record = json.loads((ROOT / "benchmarks/results/train_miniature-cpu-repro.json").read_text())
+    sums = dict(reversed(line.split(maxsplit=1)) for line in
+                (ROOT / "models/preview/SHA256SUMS").read_text().splitlines())
+    sums.pop("training.json")
+    assert record["all_same_bytes"] and record["same_bytes"] == sums
