@@ -95,6 +95,8 @@ def call(target: str, *args):
 
 
 def code(*modules: str) -> list[str]:
+    """The modules' files; "model" brings "speedups", which model.load applies to the UNet."""
+    modules += ("speedups",) if "model" in modules else ()
     return [f"pipeline/{m}.py" for m in modules]
 
 

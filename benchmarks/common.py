@@ -25,6 +25,29 @@ def build_and_load(shape: str, device: str):
     return model.load(str(tmp / "model.json"), device), directory, built
 
 
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense fp16/bf16 tensor-core peak
+
+
+def peak_tflops(name: str) -> float | None:
+    """The device's dense fp16 tensor-core peak in TFLOP/s, where the table knows it."""
+    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
+
+
+def unet_flops(unet, geometry: dict, size: int) -> float:
+    """FLOPs of one UNet forward on one sample at size² (counted with FlopCounterMode, not
+    estimated), on the UNet's own device and dtype."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    p = next(unet.parameters())
+    side = size // geometry["vae_factor"]
+    x = torch.zeros(1, geometry["latent_channels"], side, side, device=p.device, dtype=p.dtype)
+    ctx = torch.zeros(1, 77, geometry["cross_attention_dim"], device=p.device, dtype=p.dtype)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(x, torch.tensor([500.0], device=p.device), encoder_hidden_states=ctx)
+    return float(counter.get_total_flops())
+
+
 def sync(device: str) -> None:
     import torch
 

@@ -28,36 +28,18 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, build_and_load, sync, write_results
+from common import ROOT, build_and_load, peak_tflops, sync, unet_flops, write_results
 
 from pipeline import decode, sampling, spec as specmod
 
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense fp16/bf16 tensor-core peak
 SEEDS = [86322125, 340323845, 436376137, 580263270, 715317074, 830333947, 1157730004,
          1289965640, 1385218415, 1542102181, 2106704619, 1234567890]
-
-
-def peak_tflops(name: str) -> float | None:
-    return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
 def workload(spec, sizes: list[int], per_size: int) -> dict[int, list]:
     prompts = sorted(spec.prompts)
     return {s: [specmod.Generation(prompts[i % len(prompts)], SEEDS[i % len(SEEDS)], s, s)
                 for i in range(per_size)] for s in sizes}
-
-
-def unet_flops(comps, size: int) -> float:
-    """FLOPs of one UNet forward on one sample at this size (counted, not estimated)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    g = comps.info["geometry"]
-    side = size // g["vae_factor"]
-    x = torch.zeros(1, g["latent_channels"], side, side, device=comps.device, dtype=comps.dtype)
-    ctx = torch.zeros(1, 77, g["cross_attention_dim"], device=comps.device, dtype=comps.dtype)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        comps.unet(x, torch.tensor([500.0], device=comps.device), encoder_hidden_states=ctx)
-    return float(counter.get_total_flops())
 
 
 def plain_pipeline(directory: Path, device: str):
@@ -156,7 +138,7 @@ def main() -> None:
     device = (torch.cuda.get_device_name(comps.device) if comps.device.startswith("cuda")
               else f"cpu ({platform.processor() or platform.machine()}, "
                    f"{torch.get_num_threads()} threads)")
-    flops = {s: unet_flops(comps, s) for s in sizes}
+    flops = {s: unet_flops(comps.unet, comps.info["geometry"], s) for s in sizes}
     steps = spec.sampling["steps"]
     batch = {s: sampling.batch_size(comps, args.batch, jobs[s]) for s in sizes}
     runs = {"ours": lambda: run_ours(comps, spec, jobs, args.batch)}

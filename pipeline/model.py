@@ -194,6 +194,7 @@ class Components:
     dtype: object
     info: dict
     memory_format: object = None
+    speedups: tuple = ()   # names from pipeline/speedups.py applied to the UNet
 
 
 def pick_device(device: str) -> str:
@@ -239,13 +240,16 @@ def load(model_json: str, device: str = "auto") -> Components:
     vae = AutoencoderKL.from_pretrained(directory / "vae", **kw).to(device)
     for m in (text_encoder, unet, vae):
         m.eval().requires_grad_(False)
-    # channels-last suits cuDNN's fp16 convolutions on tensor cores; on the CPU it is left alone
-    fmt = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
-    unet.to(memory_format=fmt)
+    from . import speedups
+
+    # on CUDA the measured speed-ups (pipeline/speedups.py); on the CPU the modules as loaded
+    names = speedups.check(speedups.DEFAULT if device.startswith("cuda") else ())
+    unet = speedups.apply(unet, names)
+    fmt = torch.channels_last if "channels_last" in names else torch.contiguous_format
     vae.to(memory_format=fmt)
     scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")
     return Components(tokenizer, text_encoder, unet, vae, scheduler_config, device, dtype, info,
-                      fmt)
+                      fmt, names)
 
 
 def check_vae_arg(arg: str) -> str:

@@ -126,7 +126,8 @@ def device_name(comps) -> str:
     return "cpu"
 
 
-SAMPLING_PATH = ("sampling.py", "schedule.py", "attention.py", "geometry.py", "model.py")
+SAMPLING_PATH = ("sampling.py", "schedule.py", "attention.py", "geometry.py", "model.py",
+                 "speedups.py")
 
 
 @functools.cache
@@ -161,14 +162,15 @@ def provenance(spec, gen, comps) -> dict:
             "model": comps.info["id"],
             "model_preview": comps.info["preview"], "device": device_name(comps),
             "dtype": str(comps.dtype).removeprefix("torch."),
-            "layout": str(comps.memory_format).removeprefix("torch."), "torch": torch.__version__,
+            "layout": str(comps.memory_format).removeprefix("torch."),
+            "speedups": list(comps.speedups), "torch": torch.__version__,
             "diffusers": diffusers.__version__}
 
 
 def cache_key(prov: dict) -> str:
     """Latents are reused only if everything that determines them is unchanged: the recipe, the
-    model's fingerprint, the device, dtype and memory layout, the torch and diffusers versions and
-    the sampling code (all in the provenance; the batch it ran in is recorded, not keyed)."""
+    model's fingerprint, the device, dtype, memory layout and UNet speed-ups, the torch and
+    diffusers versions and the sampling code (all in the provenance; the batch it ran in is recorded, not keyed)."""
     from .spec import digest
 
     return digest({k: v for k, v in prov.items() if k != "batch"})

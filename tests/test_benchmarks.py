@@ -149,3 +149,26 @@ def test_the_recorded_reproduction_is_of_the_weights_shipped_now():
                 (ROOT / "models/preview/SHA256SUMS").read_text().splitlines())
     sums.pop("training.json")
     assert record["all_same_bytes"] and record["same_bytes"] == sums
+
+
+def test_unet_speedups_benchmark_harness(tmp_path):
+    out = run("unet_speedups.py", "--shape", "preview", "--device", "cpu", "--sizes", "64",
+              "--gens", "1", "--repeats", "1", "--configs", "fused_qkv,channels_last+fused_qkv",
+              "--out", str(tmp_path))
+    assert "seconds_per_call" in out and "rel_diff_vs_plain" in out
+    result = json.loads((tmp_path / "unet_speedups-preview-cpu.json").read_text())
+    # "plain" is always measured first: every other row is set against it
+    assert [r["config"] for r in result["rows"]] == ["plain", "fused_qkv", "channels_last+fused_qkv"]
+    plain = result["rows"][0]
+    assert plain["vs_plain"] == 1.0 and plain["rel_diff_vs_plain"] == 0.0
+    for r in result["rows"]:
+        assert r["seconds_per_call"] > 0 and r["batch"] == 2 and r["tflops"] >= 0
+        assert r["rel_diff_vs_plain"] < 1e-4  # a speed-up leaves the numbers alone
+    assert result["unet_tflop_per_sample"]["64"] > 0
+
+
+def test_unet_speedups_rejects_an_unknown_name_before_loading_anything():
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/unet_speedups.py"), "--configs",
+                           "plain,turbo", "--device", "cpu"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode != 0 and "unknown speed-up turbo" in proc.stderr
