@@ -9,7 +9,9 @@ ratio to `usual`, and (on a GPU) peak memory. With the probe off, `usual` and `l
 the fused kernel; the top-k variants run the blocked explicit path (pipeline/attention.py). On
 the CPU the top-k variants are timed twice: with the CPU's cache-sized query blocks
 (CPU_BUDGET_BYTES, what the pipeline uses) and with the GPU's large ones (BUDGET_BYTES), so the
-block size's effect is measured side by side.
+block size's effect is measured side by side. On CUDA (where Triton is installed) the top-k
+variants are also timed through the fused Triton kernels (pipeline/topk_attention.py, switched
+on by attention.KERNEL), with the UNet output's relative difference from the explicit path's.
 """
 from __future__ import annotations
 
@@ -20,6 +22,14 @@ import torch
 from common import ROOT, build_and_load, sync, write_results
 
 from pipeline import attention
+
+
+def has_triton() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> None:
@@ -48,16 +58,22 @@ def main() -> None:
     base = None
     rows = []
     # the CPU also times the GPU's block size, by overriding the CPU's budget for those runs
-    runs = [(v, v, budget) for v in attention.VARIANTS]
+    runs = [(v, v, budget, False) for v in attention.VARIANTS]
     if budget != attention.BUDGET_BYTES:
-        runs += [(f"{v} ({attention.BUDGET_BYTES >> 20} MiB blocks)", v, attention.BUDGET_BYTES)
-                 for v in attention.VARIANTS if v not in attention.FUSED]
+        runs += [(f"{v} ({attention.BUDGET_BYTES >> 20} MiB blocks)", v, attention.BUDGET_BYTES,
+                  False) for v in attention.TOPK]
+    if dev.startswith("cuda") and has_triton():
+        runs += [(f"{v} (Triton kernel)", v, budget, True) for v in attention.TOPK]
     cpu_budget = attention.CPU_BUDGET_BYTES
-    for label, variant, budget_used in runs:
+    explicit = {}
+    for label, variant, budget_used, kernel in runs:
         attention.CPU_BUDGET_BYTES = budget_used
+        attention.KERNEL = kernel
         attention.install(comps.unet, variant, g, args.size, args.size)
         with torch.no_grad():
-            comps.unet(x, t, encoder_hidden_states=ctx)  # warm-up
+            out = comps.unet(x, t, encoder_hidden_states=ctx).sample.float()  # warm-up
+            explicit.setdefault(variant, out)
+            diff = ((out - explicit[variant]).norm() / explicit[variant].norm()).item()
             if dev.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
             sync(dev)
@@ -69,14 +85,16 @@ def main() -> None:
         base = base or sec
         peak = (f"{torch.cuda.max_memory_allocated() / 2**30:9.2f}" if dev.startswith("cuda")
                 else f"{'-':>9s}")
-        print(f"{label:32s} {sec:10.4f} {sec / base:8.2f}x {peak}")
-        rows.append({"variant": label, "block_budget_mib": budget_used >> 20,
+        print(f"{label:32s} {sec:10.4f} {sec / base:8.2f}x {peak}"
+              + (f"  output vs explicit path: {diff:.2e}" if kernel else ""))
+        rows.append({"variant": label, "block_budget_mib": None if kernel else budget_used >> 20,
+                     "kernel": kernel, "rel_diff_vs_explicit": float(f"{diff:.3g}"),
                      "seconds_per_forward": round(sec, 5),
                      "vs_usual": round(sec / base, 2),
                      "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                      if dev.startswith("cuda") else None})
     attention.restore(comps.unet)
-    attention.CPU_BUDGET_BYTES = cpu_budget
+    attention.CPU_BUDGET_BYTES, attention.KERNEL = cpu_budget, False
     tag = "cuda" if dev.startswith("cuda") else "cpu"
     write_results(args.out, f"attention_variants-{args.shape}-{tag}",
                   {"device": name, "dtype": str(dt).removeprefix("torch."), "size": args.size,

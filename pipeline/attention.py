@@ -14,7 +14,9 @@ top-k rules are computed explicitly, a block of queries at a time, so that the s
 memory never exceeds a budget whatever the image size: BUDGET_BYTES on a GPU, where large blocks
 keep the kernels busy, and CPU_BUDGET_BYTES on the CPU, where a block that stays in the cache makes
 the explicit path three times faster than one that streams through memory (measured by
-benchmarks/attention_variants.py).
+benchmarks/attention_variants.py). On CUDA the top-k rules also have a fused form
+(pipeline/topk_attention.py, two Triton kernels that never hold a score matrix), used when
+KERNEL is on; it stays off until a GPU run has measured it against the explicit path.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from .geometry import key_counts, logit_factor
 BUDGET_BYTES = 256 * 2**20  # the most one block of fp32 scores (and its temporaries) may take
 CPU_BUDGET_BYTES = 4 * 2**20  # the same on the CPU: about one core's share of the cache
 _TEMPORARIES = 3            # scores, exp/probabilities and the top-k selection live together
+KERNEL = False              # top-k variants through the Triton kernels (CUDA, fp16, no probe)
 
 
 def usual(scores: torch.Tensor, n_train: int) -> torch.Tensor:
@@ -77,6 +80,9 @@ def topk_mask(scores: torch.Tensor, n_train: int) -> torch.Tensor:
 VARIANTS = {"usual": usual, "logit-scale": logit_scale, "topk-denominator": topk_denominator,
             "topk-mask": topk_mask}
 
+# Variants that keep each query's n_train largest scores (fused form: topk_attention.py).
+TOPK = ("topk-denominator", "topk-mask")
+
 # Variants whose weights are a softmax of rescaled logits: fused attention with scale * factor.
 FUSED = {"usual": lambda n, n_train: 1.0, "logit-scale": logit_factor}
 
@@ -99,6 +105,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, vari
     n = k.shape[-2]
     if probe is None and variant in FUSED:
         return F.scaled_dot_product_attention(q, k, v, scale=scale * FUSED[variant](n, n_train))
+    if (KERNEL and probe is None and variant in TOPK and q.is_cuda
+            and q.dtype == torch.float16 and n_train < n):
+        from . import topk_attention
+
+        return topk_attention.attend(q, k, v, scale, variant, n_train)
     rule = VARIANTS[variant]
     rows = query_block(q.shape[0] * q.shape[1], n, budget or block_budget(q.device))
     out = torch.empty_like(q)

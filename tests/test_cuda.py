@@ -21,3 +21,24 @@ def test_gpu_fp16_latents_match_the_cpu_and_repeat_exactly(tmp_path):
     again = sampling.sample(gpu_comps, spec, [gen])
     assert float((gpu - cpu).norm() / cpu.norm()) < 1e-2
     assert torch.equal(gpu, again)
+
+
+@pytest.mark.parametrize("variant", ["topk-mask", "topk-denominator"])
+def test_the_triton_topk_kernels_match_the_explicit_path_on_the_gpu(variant, monkeypatch):
+    """attention.attend with KERNEL on (the fused kernels) against off (the explicit blocks) at
+    SD 1.5's 768x768 second level: 2,304 keys, each query keeping its 1,024 largest (the count at
+    512x512), head size 40 as at its first level. The kernels round q.k to fp16 as cuBLAS does,
+    but may sum in another order: a threshold may then sit one fp16 step away, in a few rows."""
+    from pipeline import attention, topk_attention
+
+    g = torch.Generator("cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, 8, 2304, 40, generator=g, device="cuda").half() for _ in range(3))
+    monkeypatch.setattr(attention, "KERNEL", False)
+    explicit = attention.attend(q, k, v, 40 ** -0.5, variant, 1024).float()
+    monkeypatch.setattr(attention, "KERNEL", True)
+    fused = attention.attend(q, k, v, 40 ** -0.5, variant, 1024).float()
+    assert float((fused - explicit).norm() / explicit.norm()) < 2e-3
+    s16 = (q @ k.transpose(-1, -2)).float()
+    kth = s16.topk(1024, dim=-1).values.amin(-1).flatten(0, 1)
+    off = (topk_attention.thresholds(q, k, 1024) - topk_attention.key_of(kth).int()).abs()
+    assert off.max() <= 1 and (off > 0).float().mean() < 0.01
