@@ -11,7 +11,8 @@ the CPU the top-k variants are timed twice: with the CPU's cache-sized query blo
 (CPU_BUDGET_BYTES, what the pipeline uses) and with the GPU's large ones (BUDGET_BYTES), so the
 block size's effect is measured side by side. On CUDA (where Triton is installed) the top-k
 variants are also timed through the fused Triton kernels (pipeline/topk_attention.py, switched
-on by attention.KERNEL), with the UNet output's relative difference from the explicit path's.
+on by attention.KERNEL), at its TILE or, with --tiles, at each of its TILES, with the UNet
+output's relative difference from the explicit path's.
 """
 from __future__ import annotations
 
@@ -39,6 +40,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=768)
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--tiles", action="store_true",
+                    help="time the Triton kernels at every tile shape of topk_attention.TILES")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     comps, _, _ = build_and_load(args.shape, args.device)
@@ -63,12 +66,19 @@ def main() -> None:
         runs += [(f"{v} ({attention.BUDGET_BYTES >> 20} MiB blocks)", v, attention.BUDGET_BYTES,
                   False) for v in attention.TOPK]
     if dev.startswith("cuda") and has_triton():
-        runs += [(f"{v} (Triton kernel)", v, budget, True) for v in attention.TOPK]
+        from pipeline import topk_attention
+
+        tile_used = topk_attention.TILE
+        tiles = topk_attention.TILES if args.tiles else [tile_used]
+        runs += [(f"{v} (Triton kernel {'x'.join(map(str, tile))})", v, budget, tile)
+                 for tile in tiles for v in attention.TOPK]
     cpu_budget = attention.CPU_BUDGET_BYTES
     explicit = {}
     for label, variant, budget_used, kernel in runs:
         attention.CPU_BUDGET_BYTES = budget_used
-        attention.KERNEL = kernel
+        attention.KERNEL = bool(kernel)
+        if kernel:
+            topk_attention.TILE = kernel
         attention.install(comps.unet, variant, g, args.size, args.size)
         with torch.no_grad():
             out = comps.unet(x, t, encoder_hidden_states=ctx).sample.float()  # warm-up
@@ -88,13 +98,16 @@ def main() -> None:
         print(f"{label:32s} {sec:10.4f} {sec / base:8.2f}x {peak}"
               + (f"  output vs explicit path: {diff:.2e}" if kernel else ""))
         rows.append({"variant": label, "block_budget_mib": None if kernel else budget_used >> 20,
-                     "kernel": kernel, "rel_diff_vs_explicit": float(f"{diff:.3g}"),
+                     "kernel_tile": "x".join(map(str, kernel)) if kernel else None,
+                     "rel_diff_vs_explicit": float(f"{diff:.3g}"),
                      "seconds_per_forward": round(sec, 5),
                      "vs_usual": round(sec / base, 2),
                      "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                      if dev.startswith("cuda") else None})
     attention.restore(comps.unet)
     attention.CPU_BUDGET_BYTES, attention.KERNEL = cpu_budget, False
+    if dev.startswith("cuda") and has_triton():
+        topk_attention.TILE = tile_used
     tag = "cuda" if dev.startswith("cuda") else "cpu"
     write_results(args.out, f"attention_variants-{args.shape}-{tag}",
                   {"device": name, "dtype": str(dt).removeprefix("torch."), "size": args.size,

@@ -8,9 +8,12 @@
 #   parity    (120) CPU (fp32) against GPU (fp16) latents, and a GPU rerun's bytes
 #   tests     (120) tests/test_cuda.py (carry pytest's wheels: pytest, pluggy, iniconfig)
 #   workload  (150) the article's workload against plain diffusers (sd15_workload.py)
-#   variants   (90) the attention variants at 768², explicit path and Triton kernels
-#   speedups  (500) each UNet speed-up alone and combined (unet_speedups.py)
-# e.g. call 1: `e2e parity tests`, call 2: `workload variants`, call 3: `speedups`.
+#   variants  (120) the attention variants at 768², explicit path and Triton kernels (every tile)
+#   speedups  (200) each eager UNet speed-up alone and combined (unet_speedups.py)
+#   compile   (540) torch.compile's modes, alone and with the others, at 512² and 768²
+#             (results written after each configuration: a cut-off run keeps what finished)
+# A session's 30 device minutes hold three calls: 1. `e2e parity tests`, 2. `workload variants
+# speedups`, 3. `compile`.
 set -u
 out=${1:?usage: gpu_run.sh OUTDIR [STAGE ...]}
 shift
@@ -45,7 +48,8 @@ want tests && timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cu
 cd benchmarks
 want parity && timeout 120 python3 cpu_gpu_parity.py --shapes preview,sd15 --sizes 256,512
 want workload && timeout 150 python3 sd15_workload.py --rounds 2
-want variants && timeout 90 python3 attention_variants.py --shape sd15 --device cuda --size 768 --batch 4
-want speedups && timeout 500 python3 unet_speedups.py
+want variants && timeout 120 python3 attention_variants.py --shape sd15 --device cuda --size 768 --batch 4 --tiles
+want speedups && timeout 200 python3 unet_speedups.py --configs eager
+want compile && timeout 540 python3 unet_speedups.py --configs compiled --sizes 512,768
 cp results/* "$out/" 2>/dev/null
 exit 0

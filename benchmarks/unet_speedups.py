@@ -1,6 +1,7 @@
 """Each UNet speed-up of pipeline/speedups.py on its own, and combinations (prints figures).
 
-    python benchmarks/unet_speedups.py                       # GPU: SD 1.5's architecture
+    python benchmarks/unet_speedups.py                       # GPU: SD 1.5's architecture, eager
+    python benchmarks/unet_speedups.py --configs compiled --sizes 512,768   # the compiled ones
     python benchmarks/unet_speedups.py --configs plain,fused_qkv,channels_last+compiled
     python benchmarks/unet_speedups.py --shape preview --device cpu --sizes 64 --gens 1   # harness
 
@@ -26,10 +27,10 @@ from common import ROOT, build_and_load, peak_tflops, sync, unet_flops, write_re
 
 from pipeline import speedups
 
-DEFAULT_CONFIGS = ("plain,channels_last,cudnn_benchmark,fused_qkv,compiled,compiled_graphs,"
-                   "channels_last+cudnn_benchmark+fused_qkv,"
-                   "channels_last+cudnn_benchmark+fused_qkv+compiled,"
-                   "channels_last+cudnn_benchmark+fused_qkv+compiled_graphs")
+EAGER = "plain,channels_last,cudnn_benchmark,fused_qkv,channels_last+cudnn_benchmark+fused_qkv"
+COMPILED = ("plain,compiled,compiled_graphs,fused_qkv+compiled_graphs,"
+            "channels_last+cudnn_benchmark+fused_qkv+compiled_graphs,compiled_autotune")
+SETS = {"eager": EAGER, "compiled": COMPILED}  # each fits one 10-minute device call
 
 
 def parse(config: str) -> tuple[str, ...]:
@@ -88,12 +89,13 @@ def main() -> None:
     ap.add_argument("--sizes", default="256,512,768")
     ap.add_argument("--gens", type=int, default=8, help="generations per batch (UNet batch 2x)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--configs", default=DEFAULT_CONFIGS)
+    ap.add_argument("--configs", default="eager",
+                    help=f"a set ({', '.join(SETS)}) or names joined by + and separated by commas")
     ap.add_argument("--calls-per-size", type=int, default=22,
                     help="UNet calls the article's workload makes per size and batch (its steps)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
-    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    configs = [c.strip() for c in SETS.get(args.configs, args.configs).split(",") if c.strip()]
     configs = ["plain"] + [c for c in configs if c != "plain"]  # the reference comes first
     parsed = {c: parse(c) for c in configs}  # a misspelt name fails before anything loads
     comps, directory, _ = build_and_load(args.shape, args.device)
@@ -110,6 +112,17 @@ def main() -> None:
     cols = ["config", "size", "first_call_s", "seconds_per_call", "vs_plain", "tflops",
             "fraction_of_peak", "rel_diff_vs_plain", "peak_gib"]
     print(" ".join(f"{c:>14s}" for c in cols))
+
+    def save(rows):  # after every configuration: a run cut off by a time limit keeps them
+        context = {"device": name, "shape": args.shape, "batch": batch, "repeats": args.repeats,
+                   "peak_tflops_fp16_dense": peak,
+                   "dtype": "float16" if device.startswith("cuda") else "float32",
+                   "unet_tflop_per_sample": {s: float(f"{f / 1e12:.4g}") for s, f in flops.items()}}
+        tag = f"{args.shape}-{'cuda' if device.startswith('cuda') else 'cpu'}"
+        if args.configs in SETS:
+            tag += f"-{args.configs}"
+        return write_results(args.out, f"unet_speedups-{tag}", context, rows)
+
     for config in configs:
         reset(device)
         unet = fresh_unet(directory, device)
@@ -138,13 +151,8 @@ def main() -> None:
             print(" ".join(f"{'-' if rows[-1][c] is None else rows[-1][c]!s:>14s}" for c in cols),
                   flush=True)
         del unet
-    context = {"device": name, "shape": args.shape, "batch": batch, "repeats": args.repeats,
-               "peak_tflops_fp16_dense": peak,
-               "dtype": "float16" if device.startswith("cuda") else "float32",
-               "unet_tflop_per_sample": {s: float(f"{f / 1e12:.4g}") for s, f in flops.items()}}
-    tag = f"{args.shape}-{'cuda' if device.startswith('cuda') else 'cpu'}"
-    path = write_results(args.out, f"unet_speedups-{tag}", context, rows)
-    print(f"-> {path}")
+        save(rows)
+    print(f"-> {save(rows)}")
 
 
 if __name__ == "__main__":

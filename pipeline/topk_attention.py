@@ -18,8 +18,9 @@ tile of queries x keys at a time, as in FlashAttention:
 
 Ties at the threshold are all kept, as in the explicit path (`scores >= k-th largest`). The
 results equal the explicit path's up to fp16 rounding of the weights (tests run the kernels on
-the CPU under TRITON_INTERPRET=1). Block sizes are a first guess for an H100; a GPU session tunes
-them with benchmarks/attention_variants.py.
+the CPU under TRITON_INTERPRET=1). The tile shape is fixed (TILE), not autotuned: a choice
+made by timing at run time could differ between runs, and with it the order of the sums, and
+the same inputs must give the same bytes. benchmarks/attention_variants.py times each of TILES.
 """
 from __future__ import annotations
 
@@ -29,8 +30,10 @@ import triton.language as tl
 
 MODES = {"topk-mask": 0, "topk-denominator": 1}
 PASSES = 8      # 2 bits each: the 16 bits of an fp16 score's key
-BLOCK_M = 64    # queries per program
-BLOCK_N = 64    # keys per tile
+
+# (queries per program, keys per tile, warps, pipeline stages): TILE is used, TILES are timed
+TILES = [(64, 64, 4, 2), (128, 64, 4, 2), (128, 64, 8, 3), (64, 128, 4, 2), (128, 128, 8, 2)]
+TILE = TILES[0]
 
 
 @triton.jit
@@ -114,14 +117,26 @@ def _attend(Q, K, V, T, O, n, d, scale,
              out.to(O.dtype.element_ty), mask=(rows[:, None] < n) & (dims[None, :] < d))
 
 
+def _tile() -> dict:
+    m, n, warps, stages = TILE
+    return {"BLOCK_M": m, "BLOCK_N": n, "num_warps": warps, "num_stages": stages}
+
+
+def _grid(n: int, heads: int):
+    return (triton.cdiv(n, TILE[0]), heads)
+
+
+def _block_d(d: int) -> int:
+    """The head size padded to what tl.dot takes (a power of two, at least 16)."""
+    return max(16, triton.next_power_of_2(d))
+
+
 def thresholds(q: torch.Tensor, k: torch.Tensor, kk: int) -> torch.Tensor:
     """Each row's k-th largest fp16 score as its 16-bit key, [B*heads, n] int32 (for tests)."""
     B, H, n, d = q.shape
     T = torch.empty(B * H, n, dtype=torch.int32, device=q.device)
-    grid = (triton.cdiv(n, BLOCK_M), B * H)
-    _threshold[grid](q, k, T, n, kk, d, *q.stride(), *k.stride(), H,
-                     BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                     BLOCK_D=max(16, triton.next_power_of_2(d)), PASSES=PASSES)
+    _threshold[_grid(n, B * H)](q, k, T, n, kk, d, *q.stride(), *k.stride(), H,
+                                BLOCK_D=_block_d(d), PASSES=PASSES, **_tile())
     return T
 
 
@@ -131,10 +146,9 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, vari
     B, H, n, d = q.shape
     T = thresholds(q, k, kk)
     out = torch.empty_like(q)
-    grid = (triton.cdiv(n, BLOCK_M), B * H)
-    _attend[grid](q, k, v, T, out, n, d, scale, *q.stride(), *k.stride(), *v.stride(),
-                  *out.stride(), H, MODE=MODES[variant], BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N,
-                  BLOCK_D=max(16, triton.next_power_of_2(d)))
+    _attend[_grid(n, B * H)](q, k, v, T, out, n, d, scale, *q.stride(), *k.stride(),
+                             *v.stride(), *out.stride(), H, MODE=MODES[variant],
+                             BLOCK_D=_block_d(d), **_tile())
     return out
 
 

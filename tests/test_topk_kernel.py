@@ -79,3 +79,19 @@ def test_the_fused_variants_give_what_the_explicit_rules_give(variant):
     error, variant_effect = map(float, out.split())
     assert error < 2e-3            # fp16 rounding of the weights, nothing more
     assert variant_effect > 0.05   # and the variant is not the usual attention in disguise
+
+
+def test_every_timed_tile_shape_gives_the_same_thresholds_and_outputs():
+    out = interpret("""
+        torch.manual_seed(3)
+        q, k, v = views(1, 2, 200, 40, lambda *s: torch.randn(s).half())
+        results = []
+        for tile in ta.TILES:
+            ta.TILE = tile
+            results.append((ta.thresholds(q, k, 70), ta.attend(q, k, v, 0.15, "topk-mask", 70)))
+        expect, _ = reference_key(q, k, 70)
+        print(all(torch.equal(t, expect) for t, _ in results),
+              max(float((o.float() - results[0][1].float()).abs().max()) for _, o in results))
+    """)
+    exact, spread = out.split()
+    assert exact == "True" and float(spread) < 2e-3
