@@ -37,10 +37,11 @@ TILE = TILES[0]
 
 
 @triton.jit
-def _keys(q, k_ptrs, start, n, stride_kn, BLOCK_N: tl.constexpr):
-    """One tile's fp16 scores (q.k rounded as a fp16 matmul rounds) and their 16-bit keys."""
+def _keys(q, k_ptrs, start, n, stride_kn, dim_ok, BLOCK_N: tl.constexpr):
+    """One tile's fp16 scores (q.k rounded as a fp16 matmul rounds) and their 16-bit keys;
+    `dim_ok` [BLOCK_D, 1] masks the padding of the head size (read as zeros)."""
     cols = start + tl.arange(0, BLOCK_N)
-    kt = tl.load(k_ptrs + start * stride_kn, mask=(cols < n)[None, :], other=0.0)
+    kt = tl.load(k_ptrs + start * stride_kn, mask=(cols < n)[None, :] & dim_ok, other=0.0)
     s16 = tl.dot(q, kt).to(tl.float16)
     bits = s16.to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
     key = tl.where(bits >= 0x8000, 0xFFFF - bits, bits + 0x8000)  # negative: reversed order
@@ -60,8 +61,6 @@ def _threshold(Q, K, T, n, kk, d,
     q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqn + dims[None, :] * sqd,
                 mask=(rows[:, None] < n) & (dims[None, :] < d), other=0.0)
     k_ptrs = K + b * skb + h * skh + tl.arange(0, BLOCK_N)[None, :] * skn + dims[:, None] * skd
-    # padded dims (d..BLOCK_D) read a valid address; q is 0 there, so they add nothing
-    k_ptrs = tl.where(dims[:, None] < d, k_ptrs, K)
     prefix = tl.zeros([BLOCK_M], dtype=tl.int32)
     for p in tl.static_range(PASSES):
         step = 1 << (14 - 2 * p)
@@ -69,7 +68,7 @@ def _threshold(Q, K, T, n, kk, d,
         n2 = tl.zeros([BLOCK_M], dtype=tl.int32)
         n3 = tl.zeros([BLOCK_M], dtype=tl.int32)
         for start in range(0, n, BLOCK_N):
-            _, key = _keys(q, k_ptrs, start, n, skn, BLOCK_N)
+            _, key = _keys(q, k_ptrs, start, n, skn, dims[:, None] < d, BLOCK_N)
             n1 += tl.sum((key >= (prefix + step)[:, None]).to(tl.int32), axis=1)
             n2 += tl.sum((key >= (prefix + 2 * step)[:, None]).to(tl.int32), axis=1)
             n3 += tl.sum((key >= (prefix + 3 * step)[:, None]).to(tl.int32), axis=1)
@@ -91,7 +90,6 @@ def _attend(Q, K, V, T, O, n, d, scale,
     q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqn + dims[None, :] * sqd,
                 mask=(rows[:, None] < n) & (dims[None, :] < d), other=0.0)
     k_ptrs = K + b * skb + h * skh + tl.arange(0, BLOCK_N)[None, :] * skn + dims[:, None] * skd
-    k_ptrs = tl.where(dims[:, None] < d, k_ptrs, K)
     v_ptrs = V + b * svb + h * svh + tl.arange(0, BLOCK_N)[:, None] * svn + dims[None, :] * svd
     threshold = tl.load(T + bh * n + rows, mask=rows < n, other=0)
     m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
@@ -99,7 +97,7 @@ def _attend(Q, K, V, T, O, n, d, scale,
     acc = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
     for start in range(0, n, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
-        s16, key = _keys(q, k_ptrs, start, n, skn, BLOCK_N)
+        s16, key = _keys(q, k_ptrs, start, n, skn, dims[:, None] < d, BLOCK_N)
         x = tl.where((cols < n)[None, :], s16.to(tl.float32) * scale, float("-inf"))
         keep = key >= threshold[:, None]
         m_new = tl.maximum(m, tl.max(x, axis=1))

@@ -29,9 +29,9 @@ def reference_key(q, k, kk):
 """
 
 
-def interpret(body: str) -> str:
+def interpret(body: str, interpreted: bool = True) -> str:
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": path}
+    env = {**os.environ, "TRITON_INTERPRET": "1" if interpreted else "0", "PYTHONPATH": path}
     code = SETUP + textwrap.dedent(body)
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
@@ -95,3 +95,32 @@ def test_every_timed_tile_shape_gives_the_same_thresholds_and_outputs():
     """)
     exact, spread = out.split()
     assert exact == "True" and float(spread) < 2e-3
+
+
+def test_the_kernels_compile_to_machine_code_for_an_h100_at_every_tile():
+    """The interpreter runs the kernels' Python; this compiles them as a GPU would (Triton's
+    compiler and the ptxas it ships, for sm_90, no GPU needed), which the interpreter does not:
+    type and layout errors, and shared memory beyond an H100's, show here."""
+    out = interpret("""
+        import os, triton
+        from triton.backends.compiler import GPUTarget
+        from triton.compiler import ASTSource
+        from pipeline import topk_attention as ta
+        def compile_(fn, consts, warps, stages):
+            types = {a: "constexpr" if a in consts else "*fp16" if a in "QKVO" else
+                     "*i32" if a == "T" else "fp32" if a == "scale" else "i32"
+                     for a in fn.arg_names}
+            src = ASTSource(fn=fn, signature=types, constexprs={
+                (fn.arg_names.index(a),): v for a, v in consts.items()})
+            opts = {"num_warps": warps, "num_stages": stages}
+            return triton.compile(src, target=GPUTarget("cuda", 90, 32), options=opts)
+        for m, n, warps, stages in ta.TILES:
+            tile = {"BLOCK_M": m, "BLOCK_N": n, "BLOCK_D": 64}
+            for fn, extra in ((ta._threshold, {"PASSES": ta.PASSES}),
+                              (ta._attend, {"MODE": 0}), (ta._attend, {"MODE": 1})):
+                kernel = compile_(fn, {**tile, **extra}, warps, stages)
+                fits = kernel.metadata.shared <= 227 * 1024  # an H100's shared memory per block
+                print(fn.__name__, m, n, fits and len(kernel.asm["cubin"]) > 0)
+    """, interpreted=False)
+    lines = out.split("\n")
+    assert len([x for x in lines if x]) == 3 * 5 and all(x.endswith("True") for x in lines if x)
