@@ -1,6 +1,7 @@
 # Two commands do all the set-up on a fresh machine:
-#   make article   # install everything into .venv (Hugo included) and build the whole article
-#   make test      # install everything (Chromium too) and run the test suite
+#   make article   # install the pipeline into .venv (Hugo included) and build the whole article
+#   make test      # install that and the test tools (pytest, Playwright, Triton's interpreter
+#                  # and compiler, Chromium) and run the test suite
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -10,7 +11,7 @@ DOIT_ARGS ?=
 article: $(VENV)/.installed
 	$(BIN)/doit $(DOIT_ARGS)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	bash scripts/ensure-chromium
 	$(BIN)/python -m pytest
 
@@ -26,5 +27,9 @@ clean:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@

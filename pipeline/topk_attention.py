@@ -50,10 +50,10 @@ def _keys(q, k_ptrs, start, n, stride_kn, dim_ok, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _threshold(Q, K, T, n, kk, d,
-               sqb, sqh, sqn, sqd, skb, skh, skn, skd, H,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-               PASSES: tl.constexpr):
+def _program(Q, K, n, d, sqb, sqh, sqn, sqd, skb, skh, skn, skd, H,
+             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's batch, head, their flat index, query rows, head dims, its block of
+    queries (zeros past the end and in the head-size padding) and its first tile's key pointers."""
     pid_m, bh = tl.program_id(0), tl.program_id(1)
     b, h = bh // H, bh % H
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -61,6 +61,16 @@ def _threshold(Q, K, T, n, kk, d,
     q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqn + dims[None, :] * sqd,
                 mask=(rows[:, None] < n) & (dims[None, :] < d), other=0.0)
     k_ptrs = K + b * skb + h * skh + tl.arange(0, BLOCK_N)[None, :] * skn + dims[:, None] * skd
+    return b, h, bh, rows, dims, q, k_ptrs
+
+
+@triton.jit
+def _threshold(Q, K, T, n, kk, d,
+               sqb, sqh, sqn, sqd, skb, skh, skn, skd, H,
+               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
+               PASSES: tl.constexpr):
+    b, h, bh, rows, dims, q, k_ptrs = _program(Q, K, n, d, sqb, sqh, sqn, sqd, skb, skh, skn,
+                                               skd, H, BLOCK_M, BLOCK_N, BLOCK_D)
     prefix = tl.zeros([BLOCK_M], dtype=tl.int32)
     for p in tl.static_range(PASSES):
         step = 1 << (14 - 2 * p)
@@ -83,13 +93,8 @@ def _attend(Q, K, V, T, O, n, d, scale,
             sqb, sqh, sqn, sqd, skb, skh, skn, skd, svb, svh, svn, svd, sob, soh, son, sod, H,
             MODE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
             BLOCK_D: tl.constexpr):
-    pid_m, bh = tl.program_id(0), tl.program_id(1)
-    b, h = bh // H, bh % H
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    dims = tl.arange(0, BLOCK_D)
-    q = tl.load(Q + b * sqb + h * sqh + rows[:, None] * sqn + dims[None, :] * sqd,
-                mask=(rows[:, None] < n) & (dims[None, :] < d), other=0.0)
-    k_ptrs = K + b * skb + h * skh + tl.arange(0, BLOCK_N)[None, :] * skn + dims[:, None] * skd
+    b, h, bh, rows, dims, q, k_ptrs = _program(Q, K, n, d, sqb, sqh, sqn, sqd, skb, skh, skn,
+                                               skd, H, BLOCK_M, BLOCK_N, BLOCK_D)
     v_ptrs = V + b * svb + h * svh + tl.arange(0, BLOCK_N)[:, None] * svn + dims[None, :] * svd
     threshold = tl.load(T + bh * n + rows, mask=rows < n, other=0)
     m = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
