@@ -95,8 +95,10 @@ def call(target: str, *args):
 
 
 def code(*modules: str) -> list[str]:
-    """The modules' files; "model" brings "speedups", which model.load applies to the UNet."""
+    """The modules' files; "model" brings "speedups", which model.load applies to the UNet, and
+    "attention" brings "topk_attention", its fused top-k kernels."""
     modules += ("speedups",) if "model" in modules else ()
+    modules += ("topk_attention",) if "attention" in modules else ()
     return [f"pipeline/{m}.py" for m in modules]
 
 

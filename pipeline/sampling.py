@@ -126,8 +126,8 @@ def device_name(comps) -> str:
     return "cpu"
 
 
-SAMPLING_PATH = ("sampling.py", "schedule.py", "attention.py", "geometry.py", "model.py",
-                 "speedups.py")
+SAMPLING_PATH = ("sampling.py", "schedule.py", "attention.py", "topk_attention.py", "geometry.py",
+                 "model.py", "speedups.py")
 
 
 @functools.cache
@@ -170,7 +170,8 @@ def provenance(spec, gen, comps) -> dict:
 def cache_key(prov: dict) -> str:
     """Latents are reused only if everything that determines them is unchanged: the recipe, the
     model's fingerprint, the device, dtype, memory layout and UNet speed-ups, the torch and
-    diffusers versions and the sampling code (all in the provenance; the batch it ran in is recorded, not keyed)."""
+    diffusers versions and the sampling code (all in the provenance; the batch it ran in is
+    recorded, not keyed)."""
     from .spec import digest
 
     return digest({k: v for k, v in prov.items() if k != "batch"})
