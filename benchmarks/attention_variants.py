@@ -65,7 +65,8 @@ def main() -> None:
     if budget != attention.BUDGET_BYTES:
         runs += [(f"{v} ({attention.BUDGET_BYTES >> 20} MiB blocks)", v, attention.BUDGET_BYTES,
                   False) for v in attention.TOPK]
-    if dev.startswith("cuda") and has_triton():
+    kernels = dev.startswith("cuda") and has_triton()
+    if kernels:
         from pipeline import topk_attention
 
         tile_used = topk_attention.TILE
@@ -106,7 +107,7 @@ def main() -> None:
                      if dev.startswith("cuda") else None})
     attention.restore(comps.unet)
     attention.CPU_BUDGET_BYTES, attention.KERNEL = cpu_budget, False
-    if dev.startswith("cuda") and has_triton():
+    if kernels:
         topk_attention.TILE = tile_used
     tag = "cuda" if dev.startswith("cuda") else "cpu"
     write_results(args.out, f"attention_variants-{args.shape}-{tag}",

@@ -14,7 +14,6 @@ times differ by nature) is hashed in `--model` too, and the record says which ma
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
@@ -24,18 +23,14 @@ from common import ROOT, write_results
 def compare(model: Path, reference: Path) -> dict:
     """Each file of `reference`'s SHA256SUMS (training.json aside) -> its recorded sha256 if
     `model` holds the same bytes, else None."""
-    sums = reference / "SHA256SUMS"
-    if not sums.is_file():
-        raise SystemExit(f"{sums} is missing: --compare needs a model saved by pipeline/train.py")
-    result = {}
-    for line in sums.read_text().splitlines():
-        digest, name = line.split(maxsplit=1)
-        if name == "training.json":
-            continue
-        mine = model / name
-        same = mine.is_file() and hashlib.sha256(mine.read_bytes()).hexdigest() == digest
-        result[name] = digest if same else None
-    return result
+    from pipeline.files import sha256_file
+    from pipeline.model import PREVIEW_SUMS, read_sums
+
+    if not (reference / PREVIEW_SUMS).is_file():
+        raise SystemExit(f"{reference / PREVIEW_SUMS} is missing: --compare needs a model saved "
+                         f"by pipeline/train.py")
+    return {name: digest if (model / name).is_file() and sha256_file(model / name) == digest
+            else None for name, digest in read_sums(reference).items() if name != "training.json"}
 
 
 def main() -> None:

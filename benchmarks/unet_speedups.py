@@ -14,8 +14,9 @@ row also gives the speed-up over "plain" at that size, the achieved TFLOP/s and 
 dense fp16 peak (FLOPs counted with FlopCounterMode), peak memory, and the output's relative
 difference from "plain" on the same inputs (what the speed-up does to the numbers), and how many
 calls at that size the article's workload makes, so the compile time can be set against what it
-saves. Configurations run in the order given, "plain" first; the process-wide switches (cuDNN benchmark mode,
-dynamo's caches) are reset before each. Writes JSON + CSV under benchmarks/results/.
+saves. Configurations run in the order given, "plain" first; the process-wide switches (cuDNN's
+benchmark mode, dynamo's caches) are reset before each. Writes JSON + CSV under
+benchmarks/results/.
 """
 from __future__ import annotations
 
@@ -136,12 +137,13 @@ def main() -> None:
             reference.setdefault(size, (per_call, out))
             base_s, base_out = reference[size]
             achieved = flops[size] * batch / per_call / 1e12
+            diff = ((out - base_out).norm() / base_out.norm()).item()
             rows.append({"config": config, "size": size, "batch": batch,
                          "first_call_s": round(first, 4), "seconds_per_call": round(per_call, 5),
                          "vs_plain": round(base_s / per_call, 3),
                          "tflops": round(achieved, 2),
                          "fraction_of_peak": peak and round(achieved / peak, 3),
-                         "rel_diff_vs_plain": float(f"{((out - base_out).norm() / base_out.norm()).item():.3g}"),
+                         "rel_diff_vs_plain": float(f"{diff:.3g}"),
                          "peak_gib": (round(torch.cuda.max_memory_allocated() / 2**30, 2)
                                       if device.startswith("cuda") else None),
                          "compile_break_even_calls": (

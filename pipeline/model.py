@@ -82,14 +82,19 @@ def write_sums(directory: Path) -> None:
     atomic_write(directory / PREVIEW_SUMS, ("\n".join(lines) + "\n").encode())
 
 
+def read_sums(directory: Path) -> dict[str, str]:
+    """A model directory's SHA256SUMS as {file relative to the directory: sha256}."""
+    return {rel: digest for digest, rel in
+            (line.split(None, 1) for line in (directory / PREVIEW_SUMS).read_text().splitlines())}
+
+
 def check_shipped(directory: Path = PREVIEW_DIR) -> None:
     """The shipped preview model is whole: every file SHA256SUMS names exists and matches."""
     fix = "run `doit train` to train it again (see README), or restore it with git checkout"
     sums = directory / PREVIEW_SUMS
     if not sums.exists():
         raise ModelError(f"the preview model's {sums} is missing; {fix}")
-    for line in sums.read_text().splitlines():
-        digest, rel = line.split(None, 1)
+    for rel, digest in read_sums(directory).items():
         path = directory / rel
         if not path.is_file():
             raise ModelError(f"the preview model's file {path} is missing; {fix}")
@@ -243,8 +248,8 @@ def load(model_json: str, device: str = "auto") -> Components:
     from . import speedups
 
     # on CUDA the measured speed-ups (pipeline/speedups.py); on the CPU the modules as loaded
-    names = speedups.check(speedups.DEFAULT if device.startswith("cuda") else ())
-    unet = speedups.apply(unet, names)
+    names = speedups.DEFAULT if device.startswith("cuda") else ()
+    unet = speedups.apply(unet, names)  # (checks the names)
     fmt = torch.channels_last if "channels_last" in names else torch.contiguous_format
     vae.to(memory_format=fmt)
     scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")

@@ -144,9 +144,10 @@ def test_training_record_compares_a_model_with_the_shipped_bytes(tmp_path):
 def test_the_recorded_reproduction_is_of_the_weights_shipped_now():
     """The README says a from-scratch rerun gave the shipped bytes: the record must name every
     file of today's SHA256SUMS (training.json aside) with today's digest."""
+    from pipeline.model import PREVIEW_DIR, read_sums
+
     record = json.loads((ROOT / "benchmarks/results/train_miniature-cpu-repro.json").read_text())
-    sums = dict(reversed(line.split(maxsplit=1)) for line in
-                (ROOT / "models/preview/SHA256SUMS").read_text().splitlines())
+    sums = read_sums(PREVIEW_DIR)
     sums.pop("training.json")
     assert record["all_same_bytes"] and record["same_bytes"] == sums
 
@@ -158,7 +159,8 @@ def test_unet_speedups_benchmark_harness(tmp_path):
     assert "seconds_per_call" in out and "rel_diff_vs_plain" in out
     result = json.loads((tmp_path / "unet_speedups-preview-cpu.json").read_text())
     # "plain" is always measured first: every other row is set against it
-    assert [r["config"] for r in result["rows"]] == ["plain", "fused_qkv", "channels_last+fused_qkv"]
+    configs = [r["config"] for r in result["rows"]]
+    assert configs == ["plain", "fused_qkv", "channels_last+fused_qkv"]
     plain = result["rows"][0]
     assert plain["vs_plain"] == 1.0 and plain["rel_diff_vs_plain"] == 0.0
     for r in result["rows"]:

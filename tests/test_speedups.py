@@ -39,7 +39,8 @@ def test_each_speedup_computes_what_the_plain_unet_computes(preview_model_dir, n
         torch.backends.cudnn.benchmark = False
     torch.testing.assert_close(out, plain, rtol=1e-4, atol=1e-5)
     if "fused_qkv" in names:  # it did fuse: one projection per self-attention
-        assert {type(p).__name__ for p in fast.attn_processors.values()} == {"FusedAttnProcessor2_0"}
+        processors = {type(p).__name__ for p in fast.attn_processors.values()}
+        assert processors == {"FusedAttnProcessor2_0"}
         assert all(m.to_qkv is not None for n, m in fast.named_modules() if n.endswith("attn1"))
 
 

@@ -107,7 +107,7 @@ def test_the_kernels_compile_to_machine_code_for_an_h100_at_every_tile():
         from triton.compiler import ASTSource
         from pipeline import topk_attention as ta
         def compile_(fn, consts, warps, stages):
-            types = {a: "constexpr" if a in consts else "*fp16" if a in "QKVO" else
+            types = {a: "constexpr" if a in consts else "*fp16" if a in ("Q", "K", "V", "O") else
                      "*i32" if a == "T" else "fp32" if a == "scale" else "i32"
                      for a in fn.arg_names}
             src = ASTSource(fn=fn, signature=types, constexprs={
