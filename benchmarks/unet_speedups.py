@@ -61,7 +61,6 @@ def reset(device: str) -> None:
     torch._dynamo.reset()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
 
 
 @torch.no_grad()
@@ -133,6 +132,8 @@ def main() -> None:
         for size in sizes:
             x = inputs(geometry, size, batch, device, next(unet.parameters()).dtype,
                        parsed[config])
+            if device.startswith("cuda"):  # each size's own peak, not the config's so far
+                torch.cuda.reset_peak_memory_stats()
             first, per_call, out = measure(unet, x, args.repeats, device)
             reference.setdefault(size, (per_call, out))
             base_s, base_out = reference[size]
