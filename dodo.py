@@ -17,7 +17,7 @@ from doit import get_var
 from doit.task import clean_targets
 from doit.tools import config_changed
 
-from pipeline import geometry, hugo, model, spec as specmod
+from pipeline import geometry, hugo, model, speedups, spec as specmod
 from pipeline.files import prune, remove_stale_temps
 from pipeline.progress import Reporter
 from pipeline.spec import Image, digest
@@ -31,6 +31,7 @@ MODEL = get_var("model", model.PREVIEW)
 DEVICE = get_var("device", "auto")
 BATCH = get_var("batch", "auto")
 VAE = get_var("vae", "model")  # the VAE the anomaly analysis examines (model = the model's own)
+SPEEDUPS = get_var("speedups", "default")  # UNet speed-ups (pipeline/speedups.py): default, none, a+b
 
 BUILD = Path("build")
 LATENTS = BUILD / "latents"
@@ -55,6 +56,11 @@ try:
     if BATCH != "auto" and not (BATCH.isdigit() and int(BATCH) > 0):
         raise model.ModelError(f"batch={BATCH} is not a batch size; use batch=auto or a "
                                f"positive whole number such as batch=4")
+    try:
+        speedups.parse(SPEEDUPS, "cpu")
+    except ValueError as err:
+        raise model.ModelError(f"speedups={SPEEDUPS}: {err}; or speedups=default, "
+                               f"speedups=none") from None
     spec = specmod.load(SPEC)
     default_seeds = spec.evaluation["default_seeds"] if spec.evaluation else 0
     EVAL_SEEDS = get_var("eval_seeds", str(default_seeds))
@@ -157,9 +163,9 @@ def task_sample():
         recipes = [spec.recipe(g) for g in gens]
         yield {"name": size,
                "actions": [(call, ["sampling:run", SPEC, MODEL_JSON, DEVICE, size, LATENTS,
-                                   BATCH, EVAL_SEEDS if EVALUATE else 0])],
+                                   BATCH, EVAL_SEEDS if EVALUATE else 0, SPEEDUPS])],
                "file_dep": [str(MODEL_JSON), *sources], "targets": [latent(g) for g in gens],
-               "uptodate": [config_changed(digest([recipes, DEVICE, BATCH]))],
+               "uptodate": [config_changed(digest([recipes, DEVICE, BATCH, SPEEDUPS]))],
                "clean": [clean_targets, remove_stale]}  # and the latents of removed seeds
 
 
@@ -169,11 +175,12 @@ def task_probe():
     for size, gens in spec.probe_by_size().items():
         recipes = [spec.recipe(g) for g in gens]
         yield {"name": size,
-               "actions": [(call, ["probe:run", SPEC, MODEL_JSON, DEVICE, size, PROBES, BATCH])],
+               "actions": [(call, ["probe:run", SPEC, MODEL_JSON, DEVICE, size, PROBES, BATCH,
+                                   SPEEDUPS])],
                "file_dep": [str(MODEL_JSON), *sources],
                "targets": [probe_file(g) for g in gens],
                "uptodate": [config_changed(digest([recipes, spec.probe_config(), DEVICE,
-                                                   BATCH]))], "clean": [clean_targets, remove_stale]}
+                                                   BATCH, SPEEDUPS]))], "clean": [clean_targets, remove_stale]}
 
 
 def task_vae_anomaly():

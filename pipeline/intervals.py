@@ -1,5 +1,7 @@
-"""95% intervals for the evaluation: Wilson's score interval for a share, a seeded percentile
-bootstrap for a mean. Pure Python and numpy: same inputs, same numbers, on every machine."""
+"""95% intervals and paired tests for the evaluation: Wilson's score interval for a share, a
+seeded percentile bootstrap for a mean, and for two conditions measured on the same generations
+McNemar's exact test with a paired bootstrap of the difference. Pure Python and numpy: same
+inputs, same numbers, on every machine."""
 from __future__ import annotations
 
 import math
@@ -33,3 +35,48 @@ def bootstrap_mean(values, resamples: int = 2000, seed: int = 0,
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(means, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+# --- paired comparisons: two conditions measured on the same generations (same seeds) ----------
+
+def mcnemar_exact(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar test for paired binary outcomes: the p-value of seeing the
+    discordant pairs split `only_first` / `only_second` (yes under the first condition and no
+    under the second, and the reverse) if either split were equally likely. Concordant pairs
+    carry no information about a difference and do not enter."""
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_first, only_second) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_bootstrap_difference(first, second, resamples: int = 2000, seed: int = 0,
+                                level: float = LEVEL) -> tuple[float, tuple[float, float]]:
+    """Mean of second - first over paired values (the same generations under two conditions),
+    with a seeded percentile bootstrap interval that resamples the pairs together."""
+    a = np.asarray(list(first), dtype=np.float64)
+    b = np.asarray(list(second), dtype=np.float64)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("a paired difference needs the same number (at least one) of each")
+    d = b - a
+    rng = np.random.default_rng(seed)
+    means = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(d.mean()), (float(lo), float(hi))
+
+
+def paired_share(first: list[bool], second: list[bool]) -> dict:
+    """How a yes/no outcome differs between two conditions on the same generations: both
+    shares, their difference (second - first) with its 95% paired-bootstrap interval, the
+    discordant counts and McNemar's exact p-value; `significant` when p < 1 - LEVEL."""
+    if len(first) != len(second) or not first:
+        raise ValueError("a paired comparison needs the same generations (at least one) in both")
+    only_first = sum(a and not b for a, b in zip(first, second))
+    only_second = sum(b and not a for a, b in zip(first, second))
+    diff, ci = paired_bootstrap_difference(map(float, first), map(float, second))
+    p = mcnemar_exact(only_first, only_second)
+    return {"n": len(first), "first": sum(first) / len(first), "second": sum(second) / len(second),
+            "difference": diff, "difference_ci": ci, "only_first": only_first,
+            "only_second": only_second, "p_value": p, "significant": p < 1 - LEVEL}

@@ -201,6 +201,11 @@ class Components:
     memory_format: object = None
     speedups: tuple = ()   # names from pipeline/speedups.py applied to the UNet
 
+    @property
+    def autocast(self) -> str | None:
+        """The dtype the UNet computes in under autocast, if a speed-up runs it so."""
+        return "bfloat16" if "bf16_autocast" in self.speedups else None
+
 
 def pick_device(device: str) -> str:
     import torch
@@ -225,18 +230,33 @@ def quiet() -> None:
         lib.disable_progress_bar()
 
 
+def load(model_json: str, device: str = "auto", speedups: str | None = None) -> Components:
+    """Load every component from the directory recorded by `prepare` (fp16 on CUDA), with the
+    UNet speed-ups `speedups` names (pipeline/speedups.py: None or "default" is the measured
+    default for the device, "none" the modules as loaded). Loaded once per process for each
+    (model, device, speed-ups)."""
+    from . import speedups as speedupsmod
+
+    device = pick_device(device)
+    try:
+        names = speedupsmod.parse(speedups, device)
+    except ValueError as err:
+        raise ModelError(f"speedups={speedups}: {err}") from None
+    return _load(model_json, device, names)
+
+
 @functools.lru_cache(maxsize=2)
-def load(model_json: str, device: str = "auto") -> Components:
-    """Load every component from the directory recorded by `prepare` (fp16 on CUDA)."""
+def _load(model_json: str, device: str, names: tuple[str, ...]) -> Components:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from . import speedups
+
     quiet()
     info = read_json(model_json)
     directory = Path(info["dir"])
-    device = pick_device(device)
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     kw = {"torch_dtype": dtype}
     tokenizer = CLIPTokenizer.from_pretrained(directory / "tokenizer", model_max_length=77)
@@ -245,16 +265,17 @@ def load(model_json: str, device: str = "auto") -> Components:
     vae = AutoencoderKL.from_pretrained(directory / "vae", **kw).to(device)
     for m in (text_encoder, unet, vae):
         m.eval().requires_grad_(False)
-    from . import speedups
-
-    # on CUDA the measured speed-ups (pipeline/speedups.py); on the CPU the modules as loaded
-    names = speedups.DEFAULT if device.startswith("cuda") else ()
-    unet = speedups.apply(unet, names)  # (checks the names)
+    unet = speedups.apply(unet, names)
     fmt = torch.channels_last if "channels_last" in names else torch.contiguous_format
-    vae.to(memory_format=fmt)
+    # The VAE decodes in the loaded dtype whatever the UNet runs in; on CUDA it shares the
+    # UNet's layout, on the CPU it stays contiguous (fp32 decodes are the reference images).
+    vae.to(memory_format=fmt if device.startswith("cuda") else torch.contiguous_format)
     scheduler_config = read_json(directory / "scheduler" / "scheduler_config.json")
     return Components(tokenizer, text_encoder, unet, vae, scheduler_config, device, dtype, info,
                       fmt, names)
+
+
+load.cache_clear = _load.cache_clear
 
 
 def check_vae_arg(arg: str) -> str:

@@ -106,14 +106,14 @@ def measure(comps, spec, gens: list) -> list[dict]:
 # --- the `probe:<size>` task -------------------------------------------------------------------
 
 def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: str,
-        batch: str = "auto") -> None:
+        batch: str = "auto", speedups: str = "default") -> None:
     from pathlib import Path
 
     from . import model, sampling, spec as specmod
     from .files import atomic_write, json_bytes
 
     spec = specmod.load(spec_path)
-    comps = model.load(model_json, device)
+    comps = model.load(model_json, device, speedups)
     gens = spec.probe_by_size()[size_key]
     out = Path(out_dir)
     for chunk in sampling.batches(gens, sampling.batch_size(comps, batch, gens)):

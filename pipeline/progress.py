@@ -48,8 +48,8 @@ class Reporter(ConsoleReporter):
 
 
 def steps_bar(total_steps: int, what: str):
-    """A tqdm bar over one batch's sampling steps: `what` names the batch and how many
-    generations of the task are done; steps, elapsed time and the ETA come from tqdm."""
+    """A tqdm bar over a task's sampling steps (its workers update it as they go): `what` names
+    the task and how many generations it samples; steps, elapsed time and the ETA from tqdm."""
     from tqdm.auto import tqdm
 
     return tqdm(total=total_steps, desc=what, unit="step", disable=None, leave=False)

@@ -161,7 +161,8 @@ def provenance(spec, gen, comps) -> dict:
     return {**spec.recipe(gen), "generation": gen.id, "code": code_digest(),
             "model": comps.info["id"],
             "model_preview": comps.info["preview"], "device": device_name(comps),
-            "dtype": str(comps.dtype).removeprefix("torch."),
+            "dtype": str(comps.dtype).removeprefix("torch."), "autocast": comps.autocast,
+            "cpu_threads": cpu_threads(comps),
             "layout": str(comps.memory_format).removeprefix("torch."),
             "speedups": list(comps.speedups), "torch": torch.__version__,
             "diffusers": diffusers.__version__}
@@ -169,8 +170,8 @@ def provenance(spec, gen, comps) -> dict:
 
 def cache_key(prov: dict) -> str:
     """Latents are reused only if everything that determines them is unchanged: the recipe, the
-    model's fingerprint, the device, dtype, memory layout and UNet speed-ups, the torch and
-    diffusers versions and the sampling code (all in the provenance; the batch it ran in is
+    model's fingerprint, the device, dtype, autocast, memory layout, UNet speed-ups and CPU
+    thread count, the torch and diffusers versions and the sampling code (all in the provenance; the batch it ran in is
     recorded, not keyed)."""
     from .spec import digest
 
@@ -179,7 +180,7 @@ def cache_key(prov: dict) -> str:
 
 def batch_size(comps, batch: str, gens: list) -> int:
     """`batch=auto`: one image at a time on the CPU (so an image's bytes never depend on what
-    else needed sampling in that run; batching buys under 20% there). On a GPU, as many
+    else needed sampling in that run; the CPU's parallelism comes from cpu_workers instead). On a GPU, as many
     generations as fit in MEMORY_SHARE of the free memory, measured for this size."""
     if batch != "auto":
         return max(1, int(batch))
@@ -230,15 +231,94 @@ def batches(gens: list, n: int):
             yield group[i:i + n]
 
 
+def cpu_workers(comps) -> int:
+    """How many generations the CPU samples at once: one per core, each on CPU_THREADS threads
+    with its own copy of the UNet, as many copies as fit in a quarter of the available memory.
+    On two cores, two one-thread workers sample more images per second than one two-thread call
+    at a time (the small UNet's operators do not keep two threads busy; benchmarks/cpu_path.py),
+    and a one-thread generation's bytes do not depend on how many cores the machine has."""
+    import os
+
+    unet_bytes = sum(p.numel() * p.element_size() for p in comps.unet.parameters())
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        available = 4 * unet_bytes
+    return max(1, min(os.cpu_count() or 1, int(available * MEMORY_SHARE_CPU // unet_bytes)))
+
+
+CPU_THREADS = 1         # threads a CPU worker's generation runs on
+
+MEMORY_SHARE_CPU = 0.25  # of the available memory, for the workers' UNet copies
+
+
+def cpu_threads(comps) -> int | None:
+    """Threads one generation is sampled on (part of its provenance and cache key: a CPU's
+    reductions may split differently over another count); None on a GPU."""
+    if comps.device.startswith("cuda"):
+        return None
+    return CPU_THREADS if "cpu_workers" in comps.speedups else torch.get_num_threads()
+
+
+def worker_components(comps, n: int) -> list:
+    """n copies of the loaded components for CPU worker threads, sharing everything but the UNet
+    (each its own deep copy, so a variant installed on one does not touch the others) and the
+    text cache (each encodes on its own thread count). Made once per loaded model."""
+    import copy
+    import dataclasses
+
+    made = comps.__dict__.setdefault("_workers", [])
+    while len(made) < n:
+        made.append(dataclasses.replace(comps, unet=copy.deepcopy(comps.unet)))
+    return made[:n]
+
+
+def sample_generations(comps, spec, gens: list, batch: str = "auto", done=None,
+                       on_step=None) -> None:
+    """Sample `gens` in chunks of one size and variant (`batch` generations each) and call
+    `done(chunk, latents)` in the calling thread as each chunk finishes. The chunks run one after
+    another, except with the `cpu_workers` speed-up: then each runs on CPU_THREADS threads,
+    cpu_workers() at a time."""
+    chunks = list(batches(gens, batch_size(comps, batch, gens)))
+    if "cpu_workers" not in comps.speedups or comps.device.startswith("cuda"):
+        for chunk in chunks:
+            done(chunk, sample(comps, spec, chunk, on_step))
+        return
+    import queue
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    free = queue.SimpleQueue()
+    for worker in worker_components(comps, min(cpu_workers(comps), len(chunks)) or 1):
+        free.put(worker)
+
+    def job(chunk):
+        torch.set_num_threads(CPU_THREADS)  # this thread's own OpenMP setting
+        worker = free.get()
+        try:
+            return sample(worker, spec, chunk, on_step)
+        finally:
+            free.put(worker)
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        with ThreadPoolExecutor(free.qsize()) as pool:
+            futures = {pool.submit(job, chunk): chunk for chunk in chunks}
+            for future in as_completed(futures):
+                done(futures[future], future.result())
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: str,
-        batch: str = "auto", eval_seeds: str = "0") -> None:
+        batch: str = "auto", eval_seeds: str = "0", speedups: str = "default") -> None:
     from pathlib import Path
 
     from . import model, progress, spec as specmod
     from .files import atomic_write, safetensors_bytes, safetensors_metadata
 
     spec = specmod.load(spec_path)
-    comps = model.load(model_json, device)
+    comps = model.load(model_json, device, speedups)
     gens = spec.by_size(evaluation_generations(spec, comps.info, int(eval_seeds)))[size_key]
     for message in schedule.check_range(comps.scheduler_config, spec.sampling["sigma_min"],
                                         spec.sampling["sigma_max"]):
@@ -250,20 +330,21 @@ def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: st
         key = cache_key(provenance(spec, g, comps))
         if not (path.exists() and safetensors_metadata(path).get("key") == key):
             todo.append(g)
-    done = 0
-    for chunk in batches(todo, batch_size(comps, batch, todo)):
-        what = (f"{size_key} {chunk[0].attention}: generations {done + 1}-{done + len(chunk)} "
-                f"of {len(todo)}")
-        with progress.steps_bar(spec.sampling["steps"], what) as bar:
-            latents = sample(comps, spec, chunk, on_step=bar.update)
-        done += len(chunk)
+    finished = []
+
+    def write(chunk, latents):
+        finished.extend(chunk)
         for g, z in zip(chunk, latents):
             prov = provenance(spec, g, comps)
             key = cache_key(prov)  # what the latents depend on; the batch is only recorded
             prov["batch"] = [c.id for c in chunk]
             meta = {"key": key, "provenance": json.dumps(prov, sort_keys=True)}
             atomic_write(out / f"{g.id}.safetensors", safetensors_bytes({"latents": z}, meta))
-        print(f"sampled {', '.join(c.id for c in chunk)} ({done}/{len(todo)})")
+        print(f"sampled {', '.join(c.id for c in chunk)} ({len(finished)}/{len(todo)})")
+
+    what = f"{size_key}: {len(todo)} generations"
+    with progress.steps_bar(spec.sampling["steps"] * len(todo), what) as bar:
+        sample_generations(comps, spec, todo, batch, write, on_step=bar.update)
 
 
 def evaluation_generations(spec, info: dict, seeds: int) -> list:

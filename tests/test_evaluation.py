@@ -41,6 +41,44 @@ def test_bootstrap_mean_interval():
     assert intervals.bootstrap_mean(values, seed=1) != (lo, hi)
 
 
+@pytest.mark.parametrize("b, c, p", [
+    (0, 0, 1.0), (0, 5, 0.0625), (0, 6, 0.03125), (1, 9, 0.021484375), (3, 3, 1.0),
+    (2, 8, 0.109375), (10, 2, 0.0385742),
+])
+def test_mcnemar_exact_known_cases(b, c, p):
+    """Two-sided exact McNemar: twice the binomial(b + c, 1/2) tail at min(b, c), capped at 1
+    (R's binom.test(min, b + c)$p.value gives the same)."""
+    assert intervals.mcnemar_exact(b, c) == pytest.approx(p, abs=1e-6)
+    assert intervals.mcnemar_exact(c, b) == intervals.mcnemar_exact(b, c)
+
+
+def test_paired_share_counts_discordant_pairs_and_claims_only_what_the_test_does():
+    first = [True] * 12 + [False] * 20
+    same = intervals.paired_share(first, first)
+    assert same["difference"] == 0 and same["p_value"] == 1.0 and not same["significant"]
+    assert same["difference_ci"] == (0.0, 0.0)
+    # 6 lose the outcome and none gain it: p = 2 / 64, a difference the test calls significant
+    fewer = intervals.paired_share(first, [False] * 6 + [True] * 6 + [False] * 20)
+    assert (fewer["only_first"], fewer["only_second"]) == (6, 0)
+    assert fewer["difference"] == pytest.approx(-6 / 32) and fewer["significant"]
+    lo, hi = fewer["difference_ci"]
+    assert lo < -6 / 32 < hi < 0
+    # 3 lose it and 3 others gain it: the shares are equal, nothing to claim
+    swapped = intervals.paired_share(first, [False] * 3 + [True] * 9 + [True] * 3 + [False] * 17)
+    assert swapped["first"] == swapped["second"] and swapped["p_value"] == 1.0
+    with pytest.raises(ValueError):
+        intervals.paired_share(first, first[:-1])
+
+
+def test_paired_bootstrap_difference_is_seeded_and_pairs_the_values():
+    a = [1.0, 2.0, 3.0, 4.0, 5.0]
+    b = [x + 0.5 for x in a]  # every pair moves by exactly 0.5
+    assert intervals.paired_bootstrap_difference(a, b) == (0.5, (0.5, 0.5))
+    noisy = [x + d for x, d in zip(a, (0.1, -0.2, 0.4, 0.0, 0.3))]
+    assert intervals.paired_bootstrap_difference(a, noisy) == \
+        intervals.paired_bootstrap_difference(a, noisy)
+
+
 def test_cells_share_the_usual_samples_where_a_variant_is_the_usual_attention():
     spec = specmod.load(ROOT / "figures.toml")
     g = geometry.load(ROOT / "models/preview")
