@@ -17,7 +17,7 @@ from doit import get_var
 from doit.task import clean_targets
 from doit.tools import config_changed
 
-from pipeline import geometry, hugo, model, speedups, spec as specmod
+from pipeline import freeze, geometry, hugo, model, speedups, spec as specmod
 from pipeline.files import prune, remove_stale_temps
 from pipeline.progress import Reporter
 from pipeline.spec import Image, digest
@@ -63,7 +63,8 @@ try:
                                f"speedups=none") from None
     spec = specmod.load(SPEC)
     default_seeds = spec.evaluation["default_seeds"] if spec.evaluation else 0
-    EVAL_SEEDS = get_var("eval_seeds", str(default_seeds))
+    EVAL_SEEDS_ARG = get_var("eval_seeds", None)  # given: compute (and freeze a full run)
+    EVAL_SEEDS = EVAL_SEEDS_ARG or str(default_seeds)
     if not (EVAL_SEEDS.isdigit() and (int(EVAL_SEEDS) > 0 or not spec.evaluation)):
         raise model.ModelError(f"eval_seeds={EVAL_SEEDS} is not a seed count; use a positive "
                                f"whole number, e.g. eval_seeds={spec.evaluation['seeds']} for "
@@ -75,10 +76,19 @@ try:
 except (specmod.SpecError, model.ModelError) as err:
     sys.exit(f"error: {err}")
 # The evaluation runs on the preview miniature only (its detector's domain); its cells depend on
-# the model's geometry, read from the shipped config files (no weights loaded).
+# the model's geometry, read from the shipped config files (no weights loaded). Without
+# eval_seeds= a plain build uses the frozen full evaluation when its key matches (freeze.py),
+# and otherwise computes the default count, saying why.
 EVALUATE = model_ref.preview and spec.evaluation is not None
-EVAL_CELLS = spec.evaluation_cells(int(EVAL_SEEDS), geometry.load(model.PREVIEW_DIR)) if EVALUATE else {}
+GEOMETRY = geometry.load(model.PREVIEW_DIR) if EVALUATE else None
+FROZEN, FROZEN_WHY = None, ""
+if EVALUATE and EVAL_SEEDS_ARG is None:
+    FROZEN, FROZEN_WHY = freeze.load(spec, DEVICE, speedups.parse(SPEEDUPS, freeze.device_type(
+        DEVICE)), model.PREVIEW_DIR, GEOMETRY)
+    EVAL_SEEDS = str(FROZEN["seeds"]) if FROZEN else EVAL_SEEDS
+EVAL_CELLS = spec.evaluation_cells(int(EVAL_SEEDS), GEOMETRY) if EVALUATE else {}
 EVAL_GENS = sorted({g for gens in EVAL_CELLS.values() for g in gens})
+EVAL_SAMPLED = [] if FROZEN else EVAL_GENS  # a frozen evaluation samples nothing
 EVAL_SHEETS = sorted({gens[0].sheet_file for gens in EVAL_CELLS.values()})
 EVAL_PLOT = specmod.EVALUATION_PLOT.file
 EVAL_THUMB = specmod.EVALUATION_PLOT.thumb_file(specmod.EVALUATION_PLOT_THUMB)
@@ -141,7 +151,7 @@ def task_train():
 def stale() -> dict[Path, tuple[str, set[str]]]:
     """Per cache directory, its files' suffix and the file names the current spec still uses."""
     return {LATENTS: (".safetensors", {Path(latent(g)).name
-                                       for g in spec.all_generations() + EVAL_GENS}),
+                                       for g in spec.all_generations() + EVAL_SAMPLED}),
             PROBES: (".json", {g.probe_file for g in spec.probe_generations()})}
 
 
@@ -159,11 +169,11 @@ def task_prune():
 def task_sample():
     """Sample every generation of one size, batched; latents are cached per generation."""
     sources = code("sampling", "schedule", "attention", "geometry", "model")
-    for size, gens in spec.by_size(EVAL_GENS).items():
+    for size, gens in spec.by_size(EVAL_SAMPLED).items():
         recipes = [spec.recipe(g) for g in gens]
         yield {"name": size,
                "actions": [(call, ["sampling:run", SPEC, MODEL_JSON, DEVICE, size, LATENTS,
-                                   BATCH, EVAL_SEEDS if EVALUATE else 0, SPEEDUPS])],
+                                   BATCH, EVAL_SEEDS if EVAL_SAMPLED else 0, SPEEDUPS])],
                "file_dep": [str(MODEL_JSON), *sources], "targets": [latent(g) for g in gens],
                "uptodate": [config_changed(digest([recipes, DEVICE, BATCH, SPEEDUPS]))],
                "clean": [clean_targets, remove_stale]}  # and the latents of removed seeds
@@ -272,15 +282,27 @@ def task_measure():
 
 def task_evaluate():
     """Detect characters and measure colours in every evaluated generation, per size and variant,
-    with 95% intervals; draw a contact sheet per cell (preview miniature only)."""
+    with 95% intervals and paired tests; draw a contact sheet per cell (preview miniature only).
+    From the frozen records when their key matches; a full `eval_seeds=` run freezes them."""
     if not spec.evaluation:
         return
-    deps = [str(MODEL_JSON), *map(latent, EVAL_GENS), *code("evaluate", "intervals", "detector",
-                                                            "measure", "portraits", "decode")]
+    code_deps = code("evaluate", "intervals", "detector", "measure", "portraits", "decode",
+                     "freeze")
+    if FROZEN:
+        sheets = [str(freeze.SHEETS / name) for name in FROZEN["sheets"]]
+        return {"actions": [(call, ["evaluate:run_frozen", SPEC, MODEL_JSON, freeze.FROZEN,
+                                    EVAL_JSON, IMAGES])],
+                "file_dep": [str(MODEL_JSON), str(freeze.FROZEN), *sheets, *code_deps],
+                "targets": [str(EVAL_JSON), *map(image, EVAL_SHEETS)],
+                "uptodate": [config_changed(digest([spec.evaluation, "frozen", FROZEN["key"]]))],
+                "clean": True}
     return {"actions": [(call, ["evaluate:run", SPEC, MODEL_JSON, DEVICE, LATENTS,
-                                EVAL_SEEDS if EVALUATE else 0, EVAL_JSON, IMAGES])],
-            "file_dep": deps, "targets": [str(EVAL_JSON), *map(image, EVAL_SHEETS)],
-            "uptodate": [config_changed(digest([spec.evaluation, EVAL_SEEDS, EVALUATE, DEVICE]))],
+                                EVAL_SEEDS if EVALUATE else 0, EVAL_JSON, IMAGES, SPEEDUPS,
+                                FROZEN_WHY])],
+            "file_dep": [str(MODEL_JSON), *map(latent, EVAL_GENS), *code_deps],
+            "targets": [str(EVAL_JSON), *map(image, EVAL_SHEETS)],
+            "uptodate": [config_changed(digest([spec.evaluation, EVAL_SEEDS, EVALUATE, DEVICE,
+                                                SPEEDUPS, FROZEN_WHY]))],
             "clean": True}
 
 

@@ -1,11 +1,14 @@
 """Benchmark: how long the article takes to build on this machine (not a test; prints figures).
 
     python benchmarks/build_speed.py            # preview model, clean build in a scratch copy
+    python benchmarks/build_speed.py --speedups none,default   # CPU paths side by side
 
 Measures, in one run and one scratch copy of the project:
   1. the full default build from clean (model, sampling, decoding, distillation, site), and
      where its time went: seconds per kind of task (doit task name before the colon), from
-     the times pipeline/progress.Reporter records,
+     the times pipeline/progress.Reporter records; with --speedups, one clean build per
+     `speedups=` value, each in its own scratch copy, one after the other (the last is the
+     one the next two measurements use),
   2. an up-to-date `doit` (nothing to do),
   3. a prose-only change (only Hugo reruns; best of three).
 Targets on the 2-core build machine:
@@ -42,21 +45,37 @@ def timed(cwd: Path, *args: str) -> tuple[float, str]:
     return dt, proc.stdout
 
 
+def clean_build(scratch: Path, speedups: str) -> tuple[Path, float, dict]:
+    """A clean default build in a fresh copy: (its folder, wall seconds, seconds per task kind)."""
+    cwd = copy_project(scratch / (speedups or "default"))
+    full, _ = timed(cwd, *([f"speedups={speedups}"] if speedups else []))
+    stages = {}
+    for task, sec in json.loads((cwd / TIMES).read_text()).items():
+        kind = task.split(":")[0]
+        stages[kind] = stages.get(kind, 0.0) + sec
+    return cwd, full, dict(sorted(((k, round(v, 2)) for k, v in stages.items()),
+                                  key=lambda kv: -kv[1]))
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--speedups", default="",
+                    help="speedups= values to build with, side by side (default: the default)")
+    args = ap.parse_args()
+    paths = args.speedups.split(",") if args.speedups else [""]
     scratch = Path(tempfile.mkdtemp(prefix="article-bench-"))
     try:
-        cwd = copy_project(scratch)
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}")
-        full, _ = timed(cwd)
-        stages = {}
-        for task, sec in json.loads((cwd / TIMES).read_text()).items():
-            kind = task.split(":")[0]
-            stages[kind] = stages.get(kind, 0.0) + sec
-        stages = dict(sorted(((k, round(v, 2)) for k, v in stages.items()),
-                             key=lambda kv: -kv[1]))
-        print(f"{'task kind':24s} {'seconds':>9s}")
-        for name, sec in stages.items():
-            print(f"{name:24s} {sec:9.2f}")
+        builds = {}
+        for path in paths:
+            cwd, full, stages = clean_build(scratch, path)
+            builds[path or "default"] = (full, stages)
+            print(f"clean build (speedups={path or 'default'}): {full:.2f} s")
+            print(f"{'task kind':24s} {'seconds':>9s}")
+            for name, sec in stages.items():
+                print(f"{name:24s} {sec:9.2f}")
         noop = min(timed(cwd)[0] for _ in range(3))
         md = cwd / "content" / "sd15-image-sizes.md"
         prose = []
@@ -66,15 +85,18 @@ def main() -> None:
             ran = [l[3:] for l in out.splitlines() if l.startswith(".  ")]
             assert ran == ["hugo"], ran
             prose.append(dt)
-        rows = [("full build from clean (preview model)", full, 300.0),
-                ("up-to-date doit", noop, 1.5),
-                ("prose-only change (hugo only)", min(prose), 3.0)]
-        print(f"{'measurement':42s} {'seconds':>9s} {'target':>8s}")
+        rows = [(f"full build from clean (preview model, speedups={name})", full, 300.0)
+                for name, (full, _) in builds.items()]
+        rows += [("up-to-date doit", noop, 1.5), ("prose-only change (hugo only)", min(prose), 3.0)]
+        print(f"{'measurement':60s} {'seconds':>9s} {'target':>8s}")
         for name, value, target in rows:
             flag = "ok" if value <= target else "OVER"
-            print(f"{name:42s} {value:9.2f} {target:8.1f}  {flag}")
-        write_results(ROOT / "benchmarks" / "results", "build_speed-preview-cpu",
-                      {"full_build_seconds_by_task_kind": stages},
+            print(f"{name:60s} {value:9.2f} {target:8.1f}  {flag}")
+        context = {"full_build_seconds_by_task_kind": {k: v[1] for k, v in builds.items()}}
+        if len(builds) > 1:
+            first, *_, last = builds.values()
+            context["speedup_last_vs_first"] = round(first[0] / last[0], 3)
+        write_results(ROOT / "benchmarks" / "results", "build_speed-preview-cpu", context,
                       [{"measurement": n, "seconds": round(v, 2), "target_seconds": t}
                        for n, v, t in rows])
     finally:

@@ -16,7 +16,7 @@ Parts:
           call set against the calls it saves (break-even) and the calls the build makes
   build   the default build's sampling: every generation a plain `doit` samples, through the
           pipeline's own sample_generations, under each path (paths alternate per size)
-  eval    one evaluation set, --eval-seeds generations at 512² and 768² (usual attention), under
+  eval    one evaluation set, --eval-seeds generations at --eval-sizes (usual attention), under
           each path: the time, then per generation the detector's class (none / one / two or
           more) on the VAE decode: agreement between the paths, McNemar's exact test on each
           share, the paired difference of the colour error
@@ -182,19 +182,21 @@ def character_class(count: int) -> str:
     return CLASSES[min(count, 2)]
 
 
-def part_eval(model_json, spec, paths, seeds) -> tuple[list[dict], dict]:
+def part_eval(model_json, spec, paths, seeds, sizes) -> tuple[list[dict], dict]:
     import torch
 
     from pipeline import decode, detector, intervals, measure, sampling
+    from pipeline.spec import Generation
 
     paths = [paths[0], paths[-1]]  # today's and the new one
     comps = {p: load(model_json, p) for p in paths}
     vae = comps[paths[0]].vae  # every path decodes with the same fp32 VAE
     ref = measure.reference(spec.prompts)
-    cells = spec.evaluation_cells(seeds, comps[paths[0]].info["geometry"])
     rows, timing = [], {}
-    for size in (512, 768):
-        gens = cells[((size, size), "usual")]
+    for size in sizes:
+        e = spec.evaluation  # its generations, at this size
+        gens = [Generation(e["prompts"][i % len(e["prompts"])], e["seed_start"] + i, size, size)
+                for i in range(seeds)]
         found = {}
         for p in paths:
             start = time.perf_counter()
@@ -265,6 +267,7 @@ def main() -> None:
     ap.add_argument("--compile", default="", help="sizes at which `calls` also times "
                     "torch.compile (a minute or more of compiling each), e.g. 512,768")
     ap.add_argument("--eval-seeds", type=int, default=32)
+    ap.add_argument("--eval-sizes", default="512,768")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     parts = [p for p in args.parts.split(",") if p]
@@ -317,7 +320,8 @@ def main() -> None:
         rows = part_approx(model_json, spec, paths, latents)
         write_results(args.out, "cpu_path-approx-preview-cpu", context, rows)
     if "eval" in parts:
-        rows, timing = part_eval(model_json, spec, paths, args.eval_seeds)
+        rows, timing = part_eval(model_json, spec, paths, args.eval_seeds,
+                                 [int(x) for x in args.eval_sizes.split(",")])
         spent = {p: round(sum(v for (q, _), v in timing.items() if q == p), 2)
                  for p in (paths[0], paths[-1])}
         context_e = {**context, "seeds": args.eval_seeds, "seconds": spent,

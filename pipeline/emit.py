@@ -117,20 +117,20 @@ def vae_summary(vae_json: Path) -> dict:
 MIN_COMPARED = 8  # generations per cell below which no difference between cells is claimed
 
 
-def compare(mine: list[float], usual: list[float], lower: str, higher: str, n: int,
-            what: str) -> str:
-    """A variant's 95% interval against the usual attention's, in words: a difference is claimed
-    only where the intervals do not overlap and each cell has at least MIN_COMPARED generations."""
-    if mine == usual:
-        return f"the same {what} as the usual attention"
+def compare(paired: dict, same_images: bool, lower: str, higher: str, what: str) -> str:
+    """A variant against the usual attention on the same seeds, in words. A difference is
+    claimed only where the paired test finds one (McNemar's exact test for a share, the paired
+    bootstrap interval for the colour error) and each cell has at least MIN_COMPARED
+    generations; a cell that is the usual attention's own images says so."""
+    if same_images:
+        return f"the same {what} as the usual attention (the same images)"
+    n = paired.get("n", MIN_COMPARED)
     if n < MIN_COMPARED:
         return (f"a {what} that {n} generation{'s' if n != 1 else ''} per cell cannot tell from "
                 f"the usual attention's")
-    if mine[1] < usual[0]:
-        return lower + " than the usual attention"
-    if mine[0] > usual[1]:
-        return higher + " than the usual attention"
-    return "no difference from the usual attention that this many seeds can show"
+    if not paired["significant"]:
+        return "no difference from the usual attention that this many seeds can show"
+    return (lower if paired["difference"] < 0 else higher) + " than the usual attention"
 
 
 def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
@@ -161,18 +161,26 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
         by.setdefault(str(c["width"]), {})[c["variant"]] = row
     measured = {(str(c["width"]), c["variant"]): c for c in result["cells"]}
     for size, row in by.items():
-        usual = measured[(size, "usual")]
         for variant, cell in row.items():
             mine = measured[(size, variant)]
-            cell["two_vs_usual"] = compare(mine["two_plus_ci"], usual["two_plus_ci"],
+            same = mine["sampled_as"] == "usual"
+            vs = mine["vs_usual"]
+            cell["two_vs_usual"] = compare(vs["two_plus"], same,
                                            "fewer images with two or more characters",
                                            "more images with two or more characters",
-                                           mine["n"], "duplication share")
-            cell["colour_vs_usual"] = compare(mine["colour_error_ci"], usual["colour_error_ci"],
+                                           "duplication share")
+            cell["colour_vs_usual"] = compare({**vs["colour_error"], "n": mine["n"]}, same,
                                               "a lower colour error", "a higher colour error",
-                                              mine["n"], "colour error")
+                                              "colour error")
+            d = vs["two_plus"]
+            cell["two_diff"] = "{:+d}".format(percent(d["difference"])).replace("-", "−")
+            cell["two_diff_ci"] = "{}–{}".format(*(f"{percent(x):+d}".replace("-", "−")
+                                                   for x in d["difference_ci"]))
+            cell["two_p"] = f"{d['p_value']:.2g}"
+    source = result.get("source", {"mode": "computed"})
     return {"applies": True, "level": round(100 * result["level"]), "min_compared": MIN_COMPARED,
-            "seeds": result["seeds"],
+            "seeds": result["seeds"], "source": source,
+            "frozen": source["mode"] == "frozen",
             "full_seeds": result["full_seeds"],
             "default_seeds": result["default_seeds"], "full": result["seeds"] >= result["full_seeds"],
             "seed_range": "{}–{}".format(*result["seed_range"]),

@@ -3,11 +3,12 @@ size fails and how much each attention variant repairs, as measured by the detec
 
 For every ((width, height), variant) cell of figures.toml's [evaluation], each generation's
 latents (sampled by the `sample:<size>` tasks, cached like every other) are decoded with the VAE
-and analysed (pipeline/detector.py): the share with exactly one character, the share with two or
-more, and the colour error against the training renders, each with a 95% interval (Wilson for
-shares, a seeded bootstrap for the mean; pipeline/intervals.py). A contact sheet per cell shows
-every evaluated image with the detector's count printed on it, so a reader can check the detector
-against their own eyes.
+and analysed (pipeline/detector.py) into a record per generation. Per cell: the share with
+exactly one character, the share with two or more, and the colour error against the training
+renders, each with a 95% interval, and each variant against the usual attention on the same
+seeds with paired tests (pipeline/intervals.py). A contact sheet per cell shows every evaluated
+image with the detector's count printed on it, so a reader can check the detector against their
+own eyes. A full run is frozen (pipeline/freeze.py) and a plain `doit` reuses it.
 """
 from __future__ import annotations
 
@@ -16,18 +17,6 @@ from pathlib import Path
 from . import detector, intervals
 
 SHEET_COLUMNS = 8
-
-
-def cell_summary(rows: list[dict]) -> dict:
-    """Shares and mean colour error of one cell, with 95% intervals."""
-    n = len(rows)
-    one = sum(r["characters"] == 1 for r in rows)
-    two = sum(r["characters"] >= 2 for r in rows)
-    none = sum(r["characters"] == 0 for r in rows)
-    errors = [r["colour_error"] for r in rows]
-    return {"n": n, "exactly_one": one / n, "exactly_one_ci": intervals.wilson(one, n),
-            "two_plus": two / n, "two_plus_ci": intervals.wilson(two, n), "none": none / n,
-            "colour_error": sum(errors) / n, "colour_error_ci": intervals.bootstrap_mean(errors)}
 
 
 def contact_sheet(images: list, counts: list[int], thumb: int):
@@ -48,13 +37,52 @@ def contact_sheet(images: list, counts: list[int], thumb: int):
     return sheet
 
 
+def record(gen, analysed: dict) -> dict:
+    """One evaluated generation: what made it and what the detector found in its VAE decode."""
+    return {"prompt": gen.prompt, "seed": gen.seed, "width": gen.width, "height": gen.height,
+            "attention": gen.attention, "detector": detector.VERSION,
+            **{k: analysed[k] for k in ("characters", *detector.STATS, "colour_error")}}
+
+
+def summary(spec, info: dict, cells: dict, records: dict, seeds: int, source: dict) -> dict:
+    """The evaluation as the page reads it: per cell the shares and colour error with their
+    intervals (intervals.summarise) and, beside the usual attention on the same seeds, the paired
+    tests (intervals.compare); every generation's record; where the records came from."""
+    out_cells = []
+    for ((w, h), variant), gens in cells.items():
+        rows = [records[g.id] for g in gens]
+        usual = [records[g.id] for g in cells[((w, h), "usual")]]
+        out_cells.append({"width": w, "height": h, "variant": variant,
+                          "sampled_as": gens[0].attention, "sheet": gens[0].sheet_file,
+                          "generations": [g.id for g in gens],
+                          "counts": [r["characters"] for r in rows],
+                          **intervals.summarise(rows), "vs_usual": intervals.compare(usual, rows)})
+    e = spec.evaluation
+    return {"applies": True, "model": info["id"], "model_sha256": info.get("sha256"),
+            "detector": detector.VERSION, "level": intervals.LEVEL, "seeds": seeds,
+            "full_seeds": e["seeds"], "default_seeds": e["default_seeds"],
+            "prompts": e["prompts"], "seed_range": [e["seed_start"], e["seed_start"] + seeds - 1],
+            "train_size": info["geometry"]["train_size"], "source": source, "cells": out_cells,
+            "generations": dict(sorted(records.items()))}
+
+
+def report(result: dict) -> None:
+    for c in result["cells"]:
+        print(f"evaluate {c['width']}x{c['height']} {c['variant']}: n={c['n']}, two or more "
+              f"{c['two_plus']:.0%}, exactly one {c['exactly_one']:.0%}, colour error "
+              f"{c['colour_error']:.2f}")
+
+
 def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: str,
-        out_json: str, images_dir: str) -> None:
+        out_json: str, images_dir: str, speedups: str = "default", why: str = "") -> None:
+    """Decode and analyse every evaluated generation this build sampled, draw the contact
+    sheets, write the evaluation; a full run (seeds >= [evaluation] seeds) is also frozen
+    (pipeline/freeze.py). `why` says why no frozen evaluation was used, for the page."""
     import json
 
     import torch
 
-    from . import decode, measure, model, spec as specmod
+    from . import decode, freeze, measure, model, spec as specmod
     from .files import read_json, write_json, write_png
     from .sampling import load_latents
 
@@ -62,49 +90,66 @@ def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: s
     info = read_json(model_json)
     if not measure.detector_applies(info, out_json, "evaluate"):
         return
-    g = info["geometry"]
-    cells = spec.evaluation_cells(int(seeds), g)
-    comps = model.load(model_json, device)
+    if why:
+        print(f"evaluate: {why}")
+    seeds = int(seeds)
+    cells = spec.evaluation_cells(seeds, info["geometry"])
+    comps = model.load(model_json, device, speedups)
     ref = measure.reference(spec.prompts)
-    analysed, sheets = {}, {}
+    records, images, provs = {}, {}, {}
     for gens in cells.values():
         for gen in gens:
-            if gen.id in analysed:
+            if gen.id in records:
                 continue
-            z, prov = load_latents(Path(latents_dir) / f"{gen.id}.safetensors")
+            z, provs[gen.id] = load_latents(Path(latents_dir) / f"{gen.id}.safetensors")
             with torch.no_grad():
-                img = decode.to_pil(decode.vae(z[None], comps.vae)[0])
-            analysed[gen.id] = {**detector.analyse(img, ref), "image": img, "provenance": prov}
+                images[gen.id] = decode.to_pil(decode.vae(z[None], comps.vae)[0])
+            records[gen.id] = record(gen, detector.analyse(images[gen.id], ref))
+    sheets = []
+    for gens in cells.values():
         sheet = gens[0].sheet_file
-        if sheet not in sheets:
-            rows = [analysed[x.id] for x in gens]
-            sheets[sheet] = [x.id for x in gens]
-            made = {"evaluation": sheet, "generations": sheets[sheet],
-                    "counts": [r["characters"] for r in rows], "detector": detector.VERSION,
-                    **{k: rows[0]["provenance"][k] for k in ("width", "height", "attention",
-                                                              "steps", "sampler", "guidance",
-                                                              "model", "device", "dtype")}}
-            write_png(Path(images_dir) / sheet,
-                      contact_sheet([r["image"] for r in rows], made["counts"],
-                                    spec.evaluation["thumb"]),
-                      {"provenance": json.dumps(made, sort_keys=True)})
-    out_cells = []
-    for ((w, h), variant), gens in cells.items():
-        rows = [analysed[x.id] for x in gens]
-        out_cells.append({"width": w, "height": h, "variant": variant,
-                          "sampled_as": gens[0].attention,
-                          "sheet": gens[0].sheet_file,
-                          "counts": [r["characters"] for r in rows], **cell_summary(rows)})
-    e = spec.evaluation
-    write_json(out_json, {
-        "applies": True, "model": info["id"], "model_sha256": info.get("sha256"),
-        "detector": detector.VERSION, "level": intervals.LEVEL, "seeds": int(seeds), "full_seeds": e["seeds"],
-        "default_seeds": e["default_seeds"], "prompts": e["prompts"],
-        "seed_range": [e["seed_start"], e["seed_start"] + int(seeds) - 1],
-        "train_size": g["train_size"], "reference": ref, "cells": out_cells,
-        "generations": {k: {kk: vv for kk, vv in v.items() if kk not in ("image", "provenance")}
-                        for k, v in sorted(analysed.items())}})
-    for c in out_cells:
-        print(f"evaluate {c['width']}x{c['height']} {c['variant']}: n={c['n']}, two or more "
-              f"{c['two_plus']:.0%}, exactly one {c['exactly_one']:.0%}, colour error "
-              f"{c['colour_error']:.2f}")
+        if sheet in sheets:
+            continue
+        sheets.append(sheet)
+        prov = provs[gens[0].id]
+        made = {"evaluation": sheet, "generations": [g.id for g in gens],
+                "counts": [records[g.id]["characters"] for g in gens], "detector": detector.VERSION,
+                **{k: prov.get(k) for k in ("width", "height", "attention", "steps", "sampler",
+                                            "guidance", "model", "device", "dtype", "autocast",
+                                            "speedups", "cpu_threads")}}
+        write_png(Path(images_dir) / sheet,
+                  contact_sheet([images[g.id] for g in gens], made["counts"],
+                                spec.evaluation["thumb"]),
+                  {"provenance": json.dumps(made, sort_keys=True)})
+    source = {"mode": "computed", "why": why}
+    if seeds >= spec.evaluation["seeds"]:
+        frozen = freeze.save(spec, device, comps.speedups, Path(info["dir"]), seeds, records,
+                             Path(images_dir), sheets)
+        source = {"mode": "computed", "frozen": str(freeze.FROZEN), "date": frozen["date"],
+                  "command": frozen["command"], "key": frozen["key"]}
+        print(f"evaluate: froze {len(records)} records into {freeze.FROZEN}")
+    result = summary(spec, info, cells, records, seeds, source)
+    write_json(out_json, result)
+    report(result)
+
+
+def run_frozen(spec_path: str, model_json: str, frozen_json: str, out_json: str,
+               images_dir: str) -> None:
+    """The evaluation from its frozen records (pipeline/freeze.py; dodo.py has checked their
+    key): the contact sheets are the frozen ones, nothing is sampled or decoded."""
+    from . import spec as specmod
+    from .files import atomic_write, read_json, write_json
+
+    spec = specmod.load(spec_path)
+    info = read_json(model_json)
+    frozen = read_json(frozen_json)
+    cells = spec.evaluation_cells(frozen["seeds"], info["geometry"])
+    for name in frozen["sheets"]:
+        atomic_write(Path(images_dir) / name, (Path(frozen_json).parent / "sheets" / name)
+                     .read_bytes())
+    source = {"mode": "frozen", "frozen": str(frozen_json), "date": frozen["date"],
+              "command": frozen["command"], "key": frozen["key"]}
+    records = {g.id: frozen["records"][g.id] for gens in cells.values() for g in gens}
+    result = summary(spec, info, cells, records, frozen["seeds"], source)
+    write_json(out_json, result)
+    report(result)

@@ -42,6 +42,26 @@ def atomic_write(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def code_digest(directory: Path, names) -> str:
+    """Hash of the named Python modules of `directory`, taken over their parsed syntax trees
+    without docstrings: a comment or docstring edit keeps it, any change to what runs changes
+    it. Pure Python (dodo.py calls it at load time)."""
+    import ast
+
+    h = hashlib.sha256()
+    for name in names:
+        tree = ast.parse((Path(directory) / name).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            body = getattr(node, "body", None)
+            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                    and body and isinstance(body[0], ast.Expr)
+                    and isinstance(body[0].value, ast.Constant)
+                    and isinstance(body[0].value.value, str)):
+                node.body = body[1:] or [ast.Pass()]
+        h.update(name.encode() + ast.dump(tree).encode())
+    return h.hexdigest()[:16]
+
+
 def json_bytes(obj) -> bytes:
     return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 

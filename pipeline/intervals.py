@@ -80,3 +80,43 @@ def paired_share(first: list[bool], second: list[bool]) -> dict:
     return {"n": len(first), "first": sum(first) / len(first), "second": sum(second) / len(second),
             "difference": diff, "difference_ci": ci, "only_first": only_first,
             "only_second": only_second, "p_value": p, "significant": p < 1 - LEVEL}
+
+
+# --- the evaluation core: one summary of detector rows for every stage and script ---------------
+
+COLOUR_STATS = ("saturation", "contrast", "clipped")  # pipeline/detector.py's STATS
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Over detector rows (pipeline/detector.analyse, with colour_error): the shares with no,
+    exactly one, and two or more characters (Wilson intervals), the histogram of counts, the
+    mean colour error (bootstrap interval) and the mean of each colour statistic."""
+    n = len(rows)
+    if not n:
+        raise ValueError("a summary needs at least one image")
+    counts = [r["characters"] for r in rows]
+    one = sum(c == 1 for c in counts)
+    two = sum(c >= 2 for c in counts)
+    errors = [r["colour_error"] for r in rows]
+    return {"n": n, "exactly_one": one / n, "exactly_one_ci": wilson(one, n),
+            "two_plus": two / n, "two_plus_ci": wilson(two, n),
+            "none": counts.count(0) / n,
+            "histogram": [counts.count(k) for k in range(max(counts) + 1)],
+            "colour_error": float(np.mean(errors)), "colour_error_ci": bootstrap_mean(errors),
+            **{k: float(np.mean([r[k] for r in rows])) for k in COLOUR_STATS}}
+
+
+def compare(first: list[dict], second: list[dict]) -> dict:
+    """Two conditions on the same generations, rows in the same order: the paired tests of
+    each share and the paired difference of the colour error (second - first)."""
+    def outcome(rows, test):
+        return [test(r["characters"]) for r in rows]
+
+    err, err_ci = paired_bootstrap_difference([r["colour_error"] for r in first],
+                                              [r["colour_error"] for r in second])
+    return {"two_plus": paired_share(outcome(first, lambda c: c >= 2),
+                                     outcome(second, lambda c: c >= 2)),
+            "exactly_one": paired_share(outcome(first, lambda c: c == 1),
+                                        outcome(second, lambda c: c == 1)),
+            "colour_error": {"difference": err, "difference_ci": err_ci,
+                             "significant": err_ci[0] > 0 or err_ci[1] < 0}}

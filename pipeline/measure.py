@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from . import detector, portraits, spec as specmod
+from . import detector, intervals, portraits, spec as specmod
 from .files import read_json, write_json
 
 REFERENCE_IMAGES = 64   # training renders the colour statistics are compared with
@@ -22,19 +20,6 @@ def reference(prompts: dict[str, str]) -> dict:
     captions = portraits.training_captions(prompts)
     return detector.reference(portraits.dataset_item(captions, i, REFERENCE_SEED)[1]
                               for i in range(REFERENCE_IMAGES))
-
-
-def summarise(rows: list[dict]) -> dict:
-    """Shares and means over one group of analysed images."""
-    n = len(rows)
-    counts = [r["characters"] for r in rows]
-    out = {"n": n, "exactly_one": sum(c == 1 for c in counts) / n,
-           "two_plus": sum(c >= 2 for c in counts) / n,
-           "none": sum(c == 0 for c in counts) / n,
-           "counts": [counts.count(k) for k in range(max(counts) + 1)]}
-    for key in (*detector.STATS, "colour_error"):
-        out[key] = float(np.mean([r[key] for r in rows]))
-    return out
 
 
 def detector_applies(info: dict, out: str, stage: str) -> bool:
@@ -63,7 +48,7 @@ def run(spec_path: str, model_json: str, images_dir: str, out: str) -> None:
             row = detector.analyse(img.convert("RGB"), ref)
         images[im.file] = {**row, "size": im.gen.width, "attention": im.gen.attention}
         groups.setdefault(f"{im.gen.width}", {}).setdefault(im.gen.attention, []).append(row)
-    summary = {size: {variant: summarise(rows) for variant, rows in by.items()}
+    summary = {size: {variant: intervals.summarise(rows) for variant, rows in by.items()}
                for size, by in groups.items()}
     trained = str(info["geometry"]["train_size"])
     train = summary.get(trained, {}).get("usual")

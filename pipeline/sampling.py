@@ -126,32 +126,19 @@ def device_name(comps) -> str:
     return "cpu"
 
 
-SAMPLING_PATH = ("sampling.py", "schedule.py", "attention.py", "topk_attention.py", "geometry.py",
-                 "model.py", "speedups.py")
+from .freeze import SAMPLING_PATH  # noqa: E402 (the modules whose code decides latents)
 
 
 @functools.cache
 def code_digest(directory: str | None = None) -> str:
-    """Hash of the code that computes latents (the modules the sampling path runs), taken over
-    their parsed syntax trees without docstrings: a comment or docstring edit keeps the cache,
-    any change to what runs invalidates it."""
-    import ast
-    import hashlib
+    """Hash of the code that computes latents (the modules the sampling path runs), without
+    comments and docstrings (files.code_digest): an edit to them keeps the cache, any change to
+    what runs invalidates it."""
     from pathlib import Path
 
-    here = Path(directory or Path(__file__).parent)
-    h = hashlib.sha256()
-    for name in SAMPLING_PATH:
-        tree = ast.parse((here / name).read_text(encoding="utf-8"))
-        for node in ast.walk(tree):
-            body = getattr(node, "body", None)
-            if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-                    and body and isinstance(body[0], ast.Expr)
-                    and isinstance(body[0].value, ast.Constant)
-                    and isinstance(body[0].value.value, str)):
-                node.body = body[1:] or [ast.Pass()]
-        h.update(name.encode() + ast.dump(tree).encode())
-    return h.hexdigest()[:16]
+    from .files import code_digest as digest_of
+
+    return digest_of(Path(directory or Path(__file__).parent), SAMPLING_PATH)
 
 
 def provenance(spec, gen, comps) -> dict:

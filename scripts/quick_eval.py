@@ -27,7 +27,7 @@ def main() -> None:
     import numpy as np
     from PIL import Image
 
-    from pipeline import decode, detector, model, portraits, sampling
+    from pipeline import decode, detector, intervals, model, portraits, sampling
     from pipeline import spec as specmod
 
     spec = specmod.load(ROOT / "figures.toml")
@@ -47,14 +47,11 @@ def main() -> None:
             lat = sampling.sample(comps, spec, gens[i:i + args.batch])
             images += [np.asarray(decode.to_pil(x)) for x in decode.vae(lat, comps.vae)]
         res = [detector.analyse(im, ref) for im in images]
-        counts = np.bincount([r["characters"] for r in res], minlength=4)
-        one = np.mean([r["characters"] == 1 for r in res])
-        two = np.mean([r["characters"] >= 2 for r in res])
-        err = np.mean([r["colour_error"] for r in res])
-        print(f"{size}: n={len(res)} exactly-one {one:.2f} two-plus {two:.2f} counts {counts.tolist()}"
-              f" colour_error {err:.2f} sat {np.mean([r['saturation'] for r in res]):.3f}"
-              f" contrast {np.mean([r['contrast'] for r in res]):.3f}"
-              f" clipped {np.mean([r['clipped'] for r in res]):.3f}", flush=True)
+        s = intervals.summarise(res)  # the evaluation's own summary
+        print(f"{size}: n={s['n']} exactly-one {s['exactly_one']:.2f} two-plus {s['two_plus']:.2f}"
+              f" counts {s['histogram']} colour_error {s['colour_error']:.2f}"
+              f" sat {s['saturation']:.3f} contrast {s['contrast']:.3f}"
+              f" clipped {s['clipped']:.3f}", flush=True)
         if args.out:
             k = 8
             thumbs = [Image.fromarray(im).resize((128, 128)) for im in images[:32]]

@@ -14,13 +14,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["dodo.py", "figures.toml", "pipeline", "models", "site", "content",
+PROJECT_FILES = ["dodo.py", "figures.toml", "pipeline", "models", "site", "content", "frozen",
                  "static/images/.gitkeep"]
 
 
 def copy_project(dest: Path) -> Path:
     for item in PROJECT_FILES:
         src = ROOT / item
+        if not src.exists():  # frozen/ exists once a full evaluation has been frozen
+            continue
         if src.is_dir():
             shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__"))
         else:

@@ -36,6 +36,23 @@ def test_workload_benchmark_harness(tmp_path):
     assert (tmp_path / "sd15_workload-preview-cpu.csv").read_text().startswith("size,")
 
 
+def test_cpu_path_benchmark_harness(tmp_path):
+    out = run("cpu_path.py", "--parts", "peak,calls,eval", "--sizes", "64", "--batches", "1",
+              "--repeats", "1", "--eval-seeds", "2", "--eval-sizes", "128", "--out", str(tmp_path))
+    assert "matmul peak" in out and "class_agreement" in out
+    calls = json.loads((tmp_path / "cpu_path-calls-preview-cpu.json").read_text())
+    assert {r["config"] for r in calls["rows"]} == {"none", "channels_last", "bf16_autocast",
+                                                   "channels_last+bf16_autocast"}
+    for r in calls["rows"]:
+        assert r["seconds_per_call"] > 0 and 0 < r["fraction_of_peak"] and r["gflop_per_call"] > 0
+        assert (r["rel_diff_vs_none"] == 0) == (r["config"] == "none")
+    assert calls["paths"]["default"] == ["channels_last", "bf16_autocast", "cpu_workers"]
+    evaluation = json.loads((tmp_path / "cpu_path-eval-preview-cpu.json").read_text())
+    (row,) = evaluation["rows"]
+    assert row["size"] == 128 and row["generations"] == 2 and 0 <= row["class_agreement"] <= 1
+    assert 0 <= row["two_plus_p_value"] <= 1 and evaluation["speedup"] > 0
+
+
 def test_attention_variant_benchmark_harness(tmp_path):
     out = run("attention_variants.py", "--size", "256", "--repeats", "1", "--out", str(tmp_path))
     lines = [line.split() for line in out.splitlines() if line and not line.startswith("#")]
@@ -110,6 +127,16 @@ def test_the_parameter_count_the_readme_quotes_is_the_shipped_unet():
     with safe_open(str(path), "pt") as f:
         count = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     assert f"({count / 1e6:.1f} M UNet parameters)" in " ".join((ROOT / "README.md").read_text().split())
+
+
+def test_the_readme_layout_names_every_pipeline_module():
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    layout = re.search(r"```\nfigures.toml .*?```", text, re.S).group(0)
+    named = set(re.findall(r"\b([a-z_]+)\b", layout))
+    modules = {p.stem for p in (ROOT / "pipeline").glob("*.py") if p.stem != "__init__"}
+    assert modules <= named, sorted(modules - named)
 
 
 def test_vae_colour_benchmark_harness(tmp_path):

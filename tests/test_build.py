@@ -575,10 +575,16 @@ def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
     result = json.loads((project / "build/eval/evaluation.json").read_text())
     data = json.loads((project / "build/data/article.json").read_text())["evaluation"]
     spec = specmod.load(project / "figures.toml")
-    assert result["applies"] and result["seeds"] == spec.evaluation["default_seeds"]
+    # the committed frozen evaluation (tests/test_freeze.py holds it current) is what it shows
+    frozen = json.loads((project / "frozen/evaluation.json").read_text())
+    assert result["applies"] and result["seeds"] == frozen["seeds"] >= spec.evaluation["seeds"]
+    assert result["source"]["mode"] == "frozen" and result["source"]["key"] == frozen["key"]
+    assert result["generations"] == {k: frozen["records"][k] for k in result["generations"]}
     assert result["detector"] and result["model_sha256"]
     text = page(project)
     block = re.search(r'<figure class="fig fig-evaluation".*?</figure>', text, re.S).group(0)
+    assert (f"computed by <code>doit eval_seeds={frozen['seeds']}</code> on {frozen['date']}"
+            in " ".join(block.split()))
     assert f'href="/images/{data["plot"]["full"]}"' in block
     assert (project / "public/images" / data["plot"]["full"]).exists()
     cells = re.findall(r'<td data-variant="([^"]+)" data-counts="([^"]*)">', block)
@@ -598,7 +604,7 @@ def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
             assert f"two or more {round(100 * cell['two_plus'])}%" in row
     manifest = json.loads((project / "static/images/manifest.json").read_text())["images"]
     assert all(c["sheet"] in manifest for c in result["cells"])
-    assert f"({result['seeds']} per cell" in block
+    assert f"{result['seeds']} per cell" in block
 
 
 def test_the_page_has_no_empty_table_header_and_everything_in_a_landmark(project):
@@ -634,3 +640,26 @@ def test_the_page_has_no_empty_table_header_and_everything_in_a_landmark(project
     check = Check()
     check.feed(text)
     assert check.empty == 0 and check.outside == [], (check.empty, check.outside)
+
+
+def test_cross_references_are_links_that_land_on_a_heading(project):
+    """The headings carry no numbers, so the prose refers to sections by link, and every link
+    within the page lands on an element that exists."""
+    text = page(project)
+    body = re.sub(r"<(script|style)\b.*?</\1>", "", text, flags=re.S)
+    prose = re.sub(r"<[^>]+>", " ", body)
+    assert not re.search(r"\bsections? \d", prose), re.search(r".{40}\bsections? \d.{40}", prose)
+    ids = set(re.findall(r'\bid="([^"]+)"', text))
+    targets = set(re.findall(r'href="#([^"]+)"', text))
+    assert {"is-it-self-attention", "is-it-the-convolutions"} <= targets
+    assert targets <= ids, targets - ids
+
+
+def test_the_page_shows_every_prompt_in_full(project):
+    import html
+
+    spec = specmod.load(project / "figures.toml")
+    block = re.search(r'<details class="prompts".*?</details>', page(project), re.S).group(0)
+    text = " ".join(html.unescape(block).split())
+    for key, prompt in spec.prompts.items():
+        assert f"<code>{key}</code>" in text and " ".join(prompt.split()) in text, key

@@ -112,13 +112,17 @@ def test_evaluation_seeds_must_be_held_apart_and_enough():
         specmod.parse(data, ROOT / "figures.toml")
 
 
-def test_cell_summary_and_contact_sheet_on_planted_results():
+def test_the_summary_core_and_contact_sheet_on_planted_results():
     from PIL import Image
 
-    rows = [{"characters": c, "colour_error": e}
-            for c, e in [(1, 1.0), (2, 2.0), (0, 3.0), (1, 1.5), (3, 2.5)]]
-    s = evaluate.cell_summary(rows)
+    from pipeline import detector
+
+    assert intervals.COLOUR_STATS == detector.STATS  # the core averages the detector's stats
+    rows = [{"characters": c, "colour_error": e, "saturation": 0.1 * c, "contrast": 0.2,
+             "clipped": 0.0} for c, e in [(1, 1.0), (2, 2.0), (0, 3.0), (1, 1.5), (3, 2.5)]]
+    s = intervals.summarise(rows)
     assert s["n"] == 5 and s["exactly_one"] == 0.4 and s["two_plus"] == 0.4 and s["none"] == 0.2
+    assert s["histogram"] == [1, 2, 1, 1] and s["saturation"] == pytest.approx(0.14)
     assert s["two_plus_ci"] == intervals.wilson(2, 5)
     assert s["colour_error"] == pytest.approx(2.0)
     assert s["colour_error_ci"][0] < 2.0 < s["colour_error_ci"][1]
@@ -127,6 +131,33 @@ def test_cell_summary_and_contact_sheet_on_planted_results():
     assert sheet.size == (evaluate.SHEET_COLUMNS * 34, 2 * 34)
     assert sheet.getpixel((20, 20)) == (0, 0, 0)          # first thumbnail, below its label
     assert sheet.getpixel((34 + 20, 20)) == (20, 0, 0)    # second thumbnail
+
+
+def test_compare_pairs_a_variant_with_the_usual_attention_seed_by_seed():
+    usual = [{"characters": c, "colour_error": 2.0} for c in [2] * 10 + [1] * 22]
+    fixed = [{"characters": c, "colour_error": 2.5} for c in [1] * 10 + [1] * 22]
+    vs = intervals.compare(usual, fixed)
+    assert vs["two_plus"]["difference"] == pytest.approx(-10 / 32)
+    assert vs["two_plus"]["significant"] and vs["two_plus"]["p_value"] == 2 / 2 ** 10
+    assert vs["exactly_one"]["only_second"] == 10
+    assert vs["colour_error"]["difference"] == pytest.approx(0.5)
+    assert vs["colour_error"]["significant"]
+    assert not intervals.compare(usual, usual)["two_plus"]["significant"]
+
+
+@pytest.mark.parametrize("paired, same, expected", [
+    ({"n": 32, "significant": True, "difference": -0.3}, False, "fewer duplicates than"),
+    ({"n": 32, "significant": True, "difference": 0.2}, False, "more duplicates than"),
+    ({"n": 32, "significant": False, "difference": -0.3}, False, "no difference from"),
+    ({"n": 4, "significant": True, "difference": -0.5}, False, "4 generations per cell cannot"),
+    ({"n": 1, "significant": False, "difference": 0.0}, False, "1 generation per cell cannot"),
+    ({"n": 1, "significant": False, "difference": 0.0}, True, "the same share as the usual"),
+])
+def test_the_page_claims_a_difference_only_where_the_paired_test_does(paired, same, expected):
+    from pipeline import emit
+
+    got = emit.compare(paired, same, "fewer duplicates", "more duplicates", "share")
+    assert expected in got, got
 
 
 def test_on_a_model_the_detector_does_not_know_the_evaluation_is_left_out(tmp_path):

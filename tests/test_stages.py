@@ -291,10 +291,11 @@ def test_the_latent_cache_key_holds_versions_dtype_and_layout():
 
     prov = {"seed": 1, "model": "m@1", "device": "cpu", "dtype": "float32",
             "layout": "contiguous_format", "speedups": [], "torch": "2.13.0",
-            "diffusers": "0.42.1", "code": "c"}
+            "diffusers": "0.42.1", "code": "c", "autocast": None, "cpu_threads": 2}
     key = cache_key(prov)
     assert cache_key({**prov, "batch": ["a", "b"]}) == key  # the batch is recorded, not keyed
     for field, other in (("torch", "2.14.0"), ("diffusers", "0.43.0"), ("dtype", "float16"),
                          ("layout", "channels_last"), ("device", "cuda (H100)"), ("code", "d"),
-                         ("speedups", ["channels_last", "compiled"])):
+                         ("speedups", ["channels_last", "compiled"]), ("autocast", "bfloat16"),
+                         ("cpu_threads", 1)):
         assert cache_key({**prov, field: other}) != key, field

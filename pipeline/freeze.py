@@ -1,0 +1,115 @@
+"""The frozen evaluation: a full run's per-generation records, committed, and reused by a plain
+`doit` while everything that decides them is unchanged (as Quarto's `freeze` reuses computed
+output).
+
+`doit eval_seeds=N` with N at least [evaluation] seeds computes the evaluation and writes
+FROZEN (the records: prompt, seed, size, variant, character count, colour statistics, detector
+version) and its contact sheets under SHEETS, keyed by the digest of `key_inputs`: the preview
+model's SHA256SUMS, the code that samples, decodes and analyses, the [evaluation] and [sampling]
+tables and the prompts, the torch and diffusers versions, the device type and the UNet
+speed-ups. A plain `doit` then uses the frozen records when its own key matches, and says why
+not in one line when it does not (no file, a corrupt file, or which input differs); it then
+computes the default count instead. Pure Python: dodo.py calls `load` at load time.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from .files import atomic_write, code_digest, read_json, sha256_file, write_json
+
+FROZEN = Path("frozen/evaluation.json")
+SHEETS = Path("frozen/sheets")
+PIPELINE = Path(__file__).parent
+SAMPLING_PATH = ("sampling.py", "schedule.py", "attention.py", "topk_attention.py", "geometry.py",
+                 "model.py", "speedups.py")
+EVALUATION_PATH = ("decode.py", "detector.py", "measure.py", "portraits.py")
+RECORD_FIELDS = ("prompt", "seed", "width", "height", "attention", "characters", "saturation",
+                 "contrast", "clipped", "colour_error", "detector")
+
+
+def device_type(device: str) -> str:
+    """What `device=` resolves to, without importing torch: `auto` is CUDA where the NVIDIA
+    driver is loaded (a CPU-only torch there computes instead of using a CPU freeze: safe)."""
+    if device == "auto":
+        return "cuda" if Path("/proc/driver/nvidia/version").exists() else "cpu"
+    return "cuda" if device.startswith("cuda") else "cpu"
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def key_inputs(spec, device: str, speedups: tuple[str, ...], model_dir: Path) -> dict:
+    """Everything that decides the evaluation's records, by name (the key is their digest)."""
+    evaluation = {k: v for k, v in spec.evaluation.items() if k != "default_seeds"}
+    return {"model": sha256_file(Path(model_dir) / "SHA256SUMS"),
+            "sampling_code": code_digest(PIPELINE, SAMPLING_PATH),
+            "evaluation_code": code_digest(PIPELINE, EVALUATION_PATH),
+            "evaluation": json.loads(json.dumps(evaluation)),
+            "sampling": dict(spec.sampling),
+            "prompts": {k: spec.prompts[k] for k in spec.evaluation["prompts"]},
+            "torch": _version("torch"), "diffusers": _version("diffusers"),
+            "device": device_type(device), "speedups": list(speedups)}
+
+
+def key(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+
+FIX = "`doit eval_seeds=32` computes and freezes it again"
+
+
+def load(spec, device: str, speedups: tuple[str, ...], model_dir: Path, geometry: dict,
+         path: Path = FROZEN) -> tuple[dict | None, str]:
+    """(the frozen evaluation, "") when it can be used; (None, one line saying why not)."""
+    if not path.exists():
+        return None, f"no frozen evaluation ({path}); {FIX}"
+    try:
+        data = read_json(path)
+        records, seeds, sheets = data["records"], int(data["seeds"]), data["sheets"]
+        for gens in spec.evaluation_cells(seeds, geometry).values():
+            for g in gens:
+                if g.id not in records or set(RECORD_FIELDS) - set(records[g.id]):
+                    raise ValueError(f"no record of {g.id}")
+        for name, digest in sheets.items():
+            if not (path.parent / "sheets" / name).is_file():
+                raise ValueError(f"its contact sheet {name} is missing")
+            if sha256_file(path.parent / "sheets" / name) != digest:
+                raise ValueError(f"its contact sheet {name} does not match its sha256")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return None, f"the frozen evaluation {path} is corrupt ({err}); computing instead; {FIX}"
+    now = key_inputs(spec, device, speedups, model_dir)
+    if key(now) != data.get("key"):
+        then = data.get("key_inputs", {})
+        differ = [k for k in now if now[k] != then.get(k)] or ["key"]
+        return None, (f"the frozen evaluation {path} was computed with another "
+                      f"{', '.join(differ)}; computing instead; {FIX}")
+    return data, ""
+
+
+def save(spec, device: str, speedups: tuple[str, ...], model_dir: Path, seeds: int,
+         records: dict, sheets_dir: Path, sheet_names: list[str], path: Path = FROZEN) -> dict:
+    """Freeze a full evaluation: its contact sheets first, then the records naming them (a run
+    cut off between the two leaves a file whose sheets do not match: `load` refuses it)."""
+    sheets = {}
+    for name in sorted(set(sheet_names)):
+        data = (Path(sheets_dir) / name).read_bytes()
+        atomic_write(path.parent / "sheets" / name, data)
+        sheets[name] = hashlib.sha256(data).hexdigest()
+    inputs = key_inputs(spec, device, speedups, model_dir)
+    frozen = {"key": key(inputs), "key_inputs": inputs, "seeds": seeds,
+              "date": datetime.date.today().isoformat(),
+              "command": f"doit eval_seeds={seeds}", "sheets": sheets,
+              "records": {k: {f: r[f] for f in RECORD_FIELDS} for k, r in sorted(records.items())}}
+    write_json(path, frozen)
+    for old in (path.parent / "sheets").glob("*.png"):
+        if old.name not in sheets:
+            old.unlink()
+    return frozen
