@@ -75,7 +75,14 @@ def write_results(out_dir, name: str, context: dict, rows: list[dict], tag: str 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{name}-{tag}" if tag else name
-    stamp = {"machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    import subprocess
+
+    try:  # the code it measured: the commit, and whether the tree had changes beyond it
+        commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    stamp = {"commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
              "python": platform.python_version(), "torch": torch.__version__,
              "diffusers": diffusers_version,
              "date": datetime.date.today().isoformat()}

@@ -103,8 +103,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, vari
     given, sees every block of weights (fp32, [B, heads, queries, keys]). `budget` defaults to
     the device's (block_budget)."""
     n = k.shape[-2]
-    if probe is None and variant in FUSED:
-        return F.scaled_dot_product_attention(q, k, v, scale=scale * FUSED[variant](n, n_train))
+    if probe is None and (variant in FUSED or (variant in TOPK and n <= n_train)):
+        # (with no more keys than in training a top-k rule keeps them all: it is the softmax,
+        # and takes the usual attention's own kernel, so its images are the usual ones)
+        factor = FUSED[variant](n, n_train) if variant in FUSED else 1.0
+        return F.scaled_dot_product_attention(q, k, v, scale=scale * factor)
     if (KERNEL and probe is None and variant in TOPK and q.is_cuda
             and q.dtype == torch.float16 and n_train < n):
         from . import topk_attention
@@ -113,13 +116,19 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, vari
     rule = VARIANTS[variant]
     rows = query_block(q.shape[0] * q.shape[1], n, budget or block_budget(q.device))
     out = torch.empty_like(q)
-    kt = k.transpose(-1, -2)
-    for start in range(0, q.shape[-2], rows):
-        scores = (q[..., start:start + rows, :] @ kt).float().mul_(scale)
-        weights = rule(scores, n_train)
-        if probe is not None:
-            probe(weights)
-        out[..., start:start + rows, :] = (weights.to(v.dtype) @ v)
+    # bf16 (the CPU's autocast) would round each logit to 1/256 of its size and each weight
+    # likewise: the explicit path computes in fp32 there, as the fused kernel does inside;
+    # autocast is off here so that it does not cast the matmuls back down
+    work = torch.float32 if q.dtype == torch.bfloat16 else q.dtype
+    with torch.autocast(q.device.type, enabled=False):
+        kt = k.to(work).transpose(-1, -2)
+        vw = v.to(work)
+        for start in range(0, q.shape[-2], rows):
+            scores = (q[..., start:start + rows, :].to(work) @ kt).float().mul_(scale)
+            weights = rule(scores, n_train)
+            if probe is not None:
+                probe(weights)
+            out[..., start:start + rows, :] = weights.to(work) @ vw
     return out
 
 

@@ -193,3 +193,32 @@ def test_the_probe_claims_separation_only_where_logit_scaling_undoes_the_size_ch
     assert "further the same way, by 5%" in wrong_way["logit_verdict"]
     still = emit.logit_verdict(trained=7.0, usual=7.001, scaled=6.9)
     assert still["undone_pct"] is None and "nothing for logit scaling" in still["logit_verdict"]
+
+
+def test_a_topk_rule_with_no_more_keys_than_in_training_is_the_usual_kernel():
+    """k >= n keeps every key: the rule is the softmax, and it takes the usual attention's own
+    fused kernel, so its images are byte for byte the usual ones (also under bf16)."""
+    from pipeline.attention import attend
+
+    g = torch.Generator().manual_seed(3)
+    for dtype in (torch.float32, torch.bfloat16):
+        q, k, v = (torch.randn(2, 1, 64, 16, generator=g).to(dtype) for _ in range(3))
+        usual = attend(q, k, v, 0.25, "usual", 64)
+        for variant in ("topk-mask", "topk-denominator"):
+            assert torch.equal(attend(q, k, v, 0.25, variant, 64), usual)
+            assert torch.equal(attend(q, k, v, 0.25, variant, 100), usual)
+
+
+def test_the_explicit_path_computes_bf16_inputs_in_fp32_even_under_autocast():
+    """Under the CPU's bf16 autocast the explicit path must not round logits and weights to
+    bf16: from bf16 inputs it gives the fp32 computation on those inputs, to fp32 rounding."""
+    from pipeline.attention import attend
+
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(1, 1, 300, 32, generator=g).to(torch.bfloat16) for _ in range(3))
+    exact = attend(q.float(), k.float(), v.float(), 32 ** -0.5, "topk-mask", 100)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attend(q, k, v, 32 ** -0.5, "topk-mask", 100)
+    assert got.dtype == torch.bfloat16
+    # only the final rounding of the output to bf16 (8 bits: 2**-9 relative at most)
+    assert ((got.float() - exact).abs() <= exact.abs() * 2 ** -8 + 1e-6).all()

@@ -119,3 +119,21 @@ def test_every_figure_renders_and_its_thumbnails_open_the_full_image(server, bro
     assert page.url.endswith(href.lstrip("/").split("/", 1)[-1])
     full = page.evaluate("document.images[0].naturalWidth")
     assert full > spec.figure("attention-entropy").thumb
+
+
+def test_on_a_phone_the_page_never_scrolls_sideways(server, browser):
+    """At 390 px wide (a phone) the document is no wider than the viewport: a wide table or
+    figure scrolls inside its own box instead of widening the page."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(f"{server}/sd15-image-sizes/", wait_until="networkidle")
+    for details in page.locator("details").all():  # open everything: nothing hidden may overflow
+        details.evaluate("d => d.open = true")
+    for box in page.locator("input.toggle").all():
+        box.check()
+    width = page.evaluate("document.documentElement.scrollWidth")
+    wide = page.evaluate("""() => [...document.querySelectorAll('main *')]
+        .filter(e => e.getBoundingClientRect().right > 391
+                     && !e.closest('.scroll-x, pre, table, .row, figure .grid'))
+        .slice(0, 5).map(e => e.tagName + '.' + e.className)""")
+    page.close()
+    assert width <= 390, (width, wide)
