@@ -56,8 +56,8 @@ try:
     if BATCH != "auto" and not (BATCH.isdigit() and int(BATCH) > 0):
         raise model.ModelError(f"batch={BATCH} is not a batch size; use batch=auto or a "
                                f"positive whole number such as batch=4")
-    try:
-        speedups.parse(SPEEDUPS, "cpu")
+    try:  # the speed-up names for the device type, checked once
+        SPEEDUP_NAMES = speedups.parse(SPEEDUPS, freeze.device_type(DEVICE))
     except ValueError as err:
         raise model.ModelError(f"speedups={SPEEDUPS}: {err}; or speedups=default, "
                                f"speedups=none") from None
@@ -83,8 +83,7 @@ EVALUATE = model_ref.preview and spec.evaluation is not None
 GEOMETRY = geometry.load(model.PREVIEW_DIR) if EVALUATE else None
 FROZEN, FROZEN_WHY = None, ""
 if EVALUATE and EVAL_SEEDS_ARG is None:
-    FROZEN, FROZEN_WHY = freeze.load(spec, DEVICE, speedups.parse(SPEEDUPS, freeze.device_type(
-        DEVICE)), model.PREVIEW_DIR, GEOMETRY)
+    FROZEN, FROZEN_WHY = freeze.load(spec, DEVICE, SPEEDUP_NAMES, model.PREVIEW_DIR, GEOMETRY)
     EVAL_SEEDS = str(FROZEN["seeds"]) if FROZEN else EVAL_SEEDS
 EVAL_CELLS = spec.evaluation_cells(int(EVAL_SEEDS), GEOMETRY) if EVALUATE else {}
 EVAL_GENS = sorted({g for gens in EVAL_CELLS.values() for g in gens})

@@ -137,7 +137,7 @@ def run_frozen(spec_path: str, model_json: str, frozen_json: str, out_json: str,
                images_dir: str) -> None:
     """The evaluation from its frozen records (pipeline/freeze.py; dodo.py has checked their
     key): the contact sheets are the frozen ones, nothing is sampled or decoded."""
-    from . import spec as specmod
+    from . import freeze, spec as specmod
     from .files import atomic_write, read_json, write_json
 
     spec = specmod.load(spec_path)
@@ -145,8 +145,7 @@ def run_frozen(spec_path: str, model_json: str, frozen_json: str, out_json: str,
     frozen = read_json(frozen_json)
     cells = spec.evaluation_cells(frozen["seeds"], info["geometry"])
     for name in frozen["sheets"]:
-        atomic_write(Path(images_dir) / name, (Path(frozen_json).parent / "sheets" / name)
-                     .read_bytes())
+        atomic_write(Path(images_dir) / name, (freeze.sheets_dir(frozen_json) / name).read_bytes())
     source = {"mode": "frozen", "frozen": str(frozen_json), "date": frozen["date"],
               "command": frozen["command"], "key": frozen["key"]}
     records = {g.id: frozen["records"][g.id] for gens in cells.values() for g in gens}

@@ -22,7 +22,14 @@ from pathlib import Path
 from .files import atomic_write, code_digest, read_json, sha256_file, write_json
 
 FROZEN = Path("frozen/evaluation.json")
-SHEETS = Path("frozen/sheets")
+
+
+def sheets_dir(path: Path = FROZEN) -> Path:
+    """Where a frozen evaluation's contact sheets lie: beside it, in sheets/."""
+    return Path(path).parent / "sheets"
+
+
+SHEETS = sheets_dir()
 PIPELINE = Path(__file__).parent
 SAMPLING_PATH = ("sampling.py", "schedule.py", "attention.py", "topk_attention.py", "geometry.py",
                  "model.py", "speedups.py")
@@ -79,9 +86,9 @@ def load(spec, device: str, speedups: tuple[str, ...], model_dir: Path, geometry
                 if g.id not in records or set(RECORD_FIELDS) - set(records[g.id]):
                     raise ValueError(f"no record of {g.id}")
         for name, digest in sheets.items():
-            if not (path.parent / "sheets" / name).is_file():
+            if not (sheets_dir(path) / name).is_file():
                 raise ValueError(f"its contact sheet {name} is missing")
-            if sha256_file(path.parent / "sheets" / name) != digest:
+            if sha256_file(sheets_dir(path) / name) != digest:
                 raise ValueError(f"its contact sheet {name} does not match its sha256")
     except (OSError, ValueError, KeyError, TypeError) as err:
         return None, f"the frozen evaluation {path} is corrupt ({err}); computing instead; {FIX}"
@@ -95,13 +102,13 @@ def load(spec, device: str, speedups: tuple[str, ...], model_dir: Path, geometry
 
 
 def save(spec, device: str, speedups: tuple[str, ...], model_dir: Path, seeds: int,
-         records: dict, sheets_dir: Path, sheet_names: list[str], path: Path = FROZEN) -> dict:
+         records: dict, images_dir: Path, sheet_names: list[str], path: Path = FROZEN) -> dict:
     """Freeze a full evaluation: its contact sheets first, then the records naming them (a run
     cut off between the two leaves a file whose sheets do not match: `load` refuses it)."""
     sheets = {}
     for name in sorted(set(sheet_names)):
-        data = (Path(sheets_dir) / name).read_bytes()
-        atomic_write(path.parent / "sheets" / name, data)
+        data = (Path(images_dir) / name).read_bytes()
+        atomic_write(sheets_dir(path) / name, data)
         sheets[name] = hashlib.sha256(data).hexdigest()
     inputs = key_inputs(spec, device, speedups, model_dir)
     frozen = {"key": key(inputs), "key_inputs": inputs, "seeds": seeds,
@@ -109,7 +116,7 @@ def save(spec, device: str, speedups: tuple[str, ...], model_dir: Path, seeds: i
               "command": f"doit eval_seeds={seeds}", "sheets": sheets,
               "records": {k: {f: r[f] for f in RECORD_FIELDS} for k, r in sorted(records.items())}}
     write_json(path, frozen)
-    for old in (path.parent / "sheets").glob("*.png"):
+    for old in sheets_dir(path).glob("*.png"):
         if old.name not in sheets:
             old.unlink()
     return frozen
