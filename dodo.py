@@ -89,8 +89,8 @@ EVAL_CELLS = spec.evaluation_cells(int(EVAL_SEEDS), GEOMETRY) if EVALUATE else {
 EVAL_GENS = sorted({g for gens in EVAL_CELLS.values() for g in gens})
 EVAL_SAMPLED = [] if FROZEN else EVAL_GENS  # a frozen evaluation samples nothing
 EVAL_SHEETS = sorted({gens[0].sheet_file for gens in EVAL_CELLS.values()})
-EVAL_PLOT = specmod.EVALUATION_PLOT.file
-EVAL_THUMB = specmod.EVALUATION_PLOT.thumb_file(specmod.EVALUATION_PLOT_THUMB)
+EVAL_PLOTS = [p for p in specmod.EVALUATION_PLOTS  # the sweeps plot only where there are sweeps
+              if p is not specmod.SWEEPS_PLOT or (spec.evaluation or {}).get("sweeps")]
 BUILD.mkdir(exist_ok=True)  # doit keeps its state in build/.doit.db
 remove_stale_temps(IMAGES)
 remove_stale_temps(LATENTS)
@@ -110,10 +110,14 @@ def call(target: str, *args):
 
 
 def code(*modules: str) -> list[str]:
-    """The modules' files; "model" brings "speedups", which model.load applies to the UNet, and
-    "attention" brings "topk_attention", its fused top-k kernels."""
+    """The modules' files; "model" brings "speedups", which model.load applies to the UNet,
+    "attention" brings "topk_attention", its fused top-k kernels, and "sampling" brings the
+    variants' modules, which it installs around sampling."""
     modules += ("speedups",) if "model" in modules else ()
     modules += ("topk_attention",) if "attention" in modules else ()
+    if "sampling" in modules:
+        modules += ("variants", "interventions", "redilation", "feature_resize",
+                    "window_attention", "hires_fix")
     return [f"pipeline/{m}.py" for m in modules]
 
 
@@ -306,28 +310,36 @@ def task_evaluate():
 
 
 def task_eval_plot():
-    """Plot the evaluation: duplication share and colour error against size, per variant."""
+    """Plot the evaluation: duplication share and colour error against size, per variant; and
+    the sweeps' shares per variant."""
     if not EVALUATE:
         return
-    return {"actions": [(call, ["plots:run_evaluation", EVAL_JSON, image(EVAL_PLOT)])],
-            "file_dep": [str(EVAL_JSON), *code("plots")], "targets": [image(EVAL_PLOT)],
-            "clean": True}
+    for plot in EVAL_PLOTS:
+        yield {"name": plot.name,
+               "actions": [(call, ["plots:run_evaluation", EVAL_JSON, image(plot.file),
+                                   plot.figure])],
+               "file_dep": [str(EVAL_JSON), *code("plots")], "targets": [image(plot.file)],
+               "clean": True}
 
 
 def eval_images() -> list[str]:
-    """The evaluation's images the page shows: the plot, its thumbnail and the contact sheets."""
+    """The evaluation's images the page shows: the plots, their thumbnails, the contact sheets."""
     if not EVALUATE:
         return []
-    return [image(EVAL_PLOT), image(EVAL_THUMB), *map(image, EVAL_SHEETS)]
+    thumbs = [p.thumb_file(specmod.EVALUATION_PLOT_THUMB) for p in EVAL_PLOTS]
+    return [*(image(p.file) for p in EVAL_PLOTS), *map(image, thumbs), *map(image, EVAL_SHEETS)]
 
 
 def task_eval_thumb():
-    """The evaluation plot's thumbnail."""
+    """The evaluation plots' thumbnails."""
     if not EVALUATE:
         return
-    return {"actions": [(call, ["images:thumbnail", image(EVAL_PLOT), image(EVAL_THUMB),
-                                specmod.EVALUATION_PLOT_THUMB])],
-            "file_dep": [image(EVAL_PLOT)], "targets": [image(EVAL_THUMB)], "clean": True}
+    for plot in EVAL_PLOTS:
+        thumb = plot.thumb_file(specmod.EVALUATION_PLOT_THUMB)
+        yield {"name": thumb,
+               "actions": [(call, ["images:thumbnail", image(plot.file), image(thumb),
+                                   specmod.EVALUATION_PLOT_THUMB])],
+               "file_dep": [image(plot.file)], "targets": [image(thumb)], "clean": True}
 
 
 def task_emit():

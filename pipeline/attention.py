@@ -1,6 +1,6 @@
-"""Attention variants, selectable per generation in figures.toml (section 6 of the article).
+"""Attention rules: the `attention` kind of variant in figures.toml (section 6 of the article).
 
-Every variant changes self-attention only, per UNet level, and is a rule with one signature,
+Every rule changes self-attention only, per UNet level, and has one signature,
 
     rule(scores, n_train) -> weights
 
@@ -146,11 +146,40 @@ def level_of(name: str, levels: int) -> int:
     raise ValueError(f"cannot place attention module {name!r} in a UNet level")
 
 
-class VariantProcessor:
-    """A diffusers attention processor for one self-attention layer under one variant."""
+def self_attention(attn, hidden_states, encoder_hidden_states, attention_mask, name: str,
+                   attend_tokens) -> torch.Tensor:
+    """A diffusers self-attention layer's computation around `attend_tokens(q, k, v)`, which gets
+    [B, heads, n, d] queries, keys and values and returns the attended values in that shape: the
+    projections, the output layer, the residual and the rescaling are the layer's own."""
+    if encoder_hidden_states is not None or attention_mask is not None:
+        raise ValueError(f"{name}: these variants apply to self-attention only")
+    if attn.spatial_norm is not None or attn.group_norm is not None or attn.norm_q is not None:
+        raise ValueError(f"{name}: this attention layout is not supported by variants")
+    x = hidden_states
+    shape4 = x.shape if x.ndim == 4 else None
+    if shape4 is not None:
+        x = x.flatten(2).transpose(1, 2)
+    b, n, _ = x.shape
+    heads = attn.heads
+    q, k, v = (f(x).view(b, n, heads, -1).transpose(1, 2) for f in (attn.to_q, attn.to_k, attn.to_v))
+    out = attend_tokens(q, k, v)
+    out = out.transpose(1, 2).reshape(b, n, -1).to(q.dtype)
+    out = attn.to_out[1](attn.to_out[0](out))
+    if shape4 is not None:
+        out = out.transpose(1, 2).reshape(shape4)
+    if attn.residual_connection:
+        out = out + hidden_states
+    return out / attn.rescale_output_factor
 
-    def __init__(self, name: str, variant: str, n: int, n_train: int, probe=None):
+
+class VariantProcessor:
+    """A diffusers attention processor for one self-attention layer under one rule. With a step
+    `window` (pipeline/interventions.py), outside it the layer's own processor runs instead."""
+
+    def __init__(self, name: str, variant: str, n: int, n_train: int, probe=None,
+                 original=None, window=None):
         self.name, self.variant, self.n, self.n_train, self.probe = name, variant, n, n_train, probe
+        self.original, self.window = original, window
 
     @property
     def factor(self) -> float:
@@ -159,30 +188,16 @@ class VariantProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs):
-        if encoder_hidden_states is not None or attention_mask is not None:
-            raise ValueError(f"{self.name}: attention variants apply to self-attention only")
-        if attn.spatial_norm is not None or attn.group_norm is not None or attn.norm_q is not None:
-            raise ValueError(f"{self.name}: this attention layout is not supported by variants")
-        x = hidden_states
-        shape4 = x.shape if x.ndim == 4 else None
-        if shape4 is not None:
-            x = x.flatten(2).transpose(1, 2)
-        b, n, _ = x.shape
-        if n != self.n:
-            raise ValueError(f"{self.name}: expected {self.n} keys for this size, got {n}; the "
-                             f"variant was installed for another image size")
-        heads = attn.heads
-        q, k, v = (f(x).view(b, n, heads, -1).transpose(1, 2)
-                   for f in (attn.to_q, attn.to_k, attn.to_v))
+        if self.window is not None and not self.window.active:
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask,
+                                 temb, *args, **kwargs)
         probe = self.probe.hook(self) if self.probe is not None and self.probe.active else None
-        out = attend(q, k, v, attn.scale, self.variant, self.n_train, probe)
-        out = out.transpose(1, 2).reshape(b, n, -1).to(q.dtype)
-        out = attn.to_out[1](attn.to_out[0](out))
-        if shape4 is not None:
-            out = out.transpose(1, 2).reshape(shape4)
-        if attn.residual_connection:
-            out = out + hidden_states
-        return out / attn.rescale_output_factor
+
+        def rule(q, k, v):
+            return attend(q, k, v, attn.scale, self.variant, self.n_train, probe)
+
+        return self_attention(attn, hidden_states, encoder_hidden_states, attention_mask,
+                              self.name, rule)
 
 
 def self_attention_layers(unet) -> list[str]:
@@ -196,24 +211,48 @@ def _numbers(name: str) -> list[int]:
     return [int(p) for p in name.split(".") if p.isdigit()]
 
 
-def install(unet, variant: str, geometry: dict, width: int, height: int, probe=None) -> dict:
-    """Install `variant` on every self-attention layer for images of width x height; everything
-    else gets the model's own processor back. Returns the VariantProcessors by layer name."""
+def originals(unet) -> dict:
+    """The model's own attention processors by name (remembered the first time)."""
     original = getattr(unet, "_original_attn_processors", None)
     if original is None:
         original = dict(unet.attn_processors)
         unet._original_attn_processors = original
-    processors = dict(original)
+    return original
+
+
+def set_self_attention(unet, make) -> dict:
+    """Give every self-attention layer the processor `make(name, level, own_processor)` returns
+    (None keeps the layer's own); every other layer gets the model's own processor back.
+    Returns the installed processors by layer name."""
+    processors = dict(originals(unet))
     installed = {}
-    if variant != "usual" or probe is not None:
-        counts = key_counts(geometry, width, height)
-        trained = key_counts(geometry, geometry["train_size"], geometry["train_size"])
-        for name in self_attention_layers(unet):
-            level = level_of(name, geometry["unet_levels"])
-            proc = VariantProcessor(name, variant, counts[level], trained[level], probe)
+    for name in self_attention_layers(unet):
+        own = processors[f"{name}.processor"]
+        proc = make(name, level_of(name, len(unet.down_blocks)), own)
+        if proc is not None:
             processors[f"{name}.processor"] = installed[name] = proc
     unet.set_attn_processor(processors)
     return installed
+
+
+def install(unet, variant: str, geometry: dict, width: int, height: int, probe=None,
+            window=None) -> dict:
+    """Install the rule `variant` on every self-attention layer for images of width x height
+    (inside the step `window`, when given); everything else gets the model's own processor
+    back. Returns the VariantProcessors by layer name."""
+    if variant == "usual" and probe is None:
+        return set_self_attention(unet, lambda name, level, own: None)
+    counts = key_counts(geometry, width, height)
+    trained = key_counts(geometry, geometry["train_size"], geometry["train_size"])
+    return set_self_attention(unet, lambda name, level, own: VariantProcessor(
+        name, variant, counts[level], trained[level], probe, own, window))
+
+
+def install_rule(unet, change: dict, geometry: dict, width: int, height: int, window):
+    """The `attention` kind (pipeline/variants.py): one rule on every self-attention layer,
+    inside its step window."""
+    install(unet, change["rule"], geometry, width, height, window=window)
+    return lambda: restore(unet)
 
 
 def restore(unet) -> None:

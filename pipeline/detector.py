@@ -14,6 +14,12 @@ cells in all (region cells on all four sides of them). Faces that share a cell a
 an eye already inside a found face starts no other. The portraits' faces are rendered in one skin
 colour (portraits.SKIN), which no other element comes within portraits.SKIN_MARGIN of.
 
+A face's eyes are the eye-sized dark blobs it encloses: every training portrait's face has two. A
+face with more than EYES (a third eye, a ghost of a second face inside the first, what a
+training-free fix can trade a duplicated body for) makes the image `malformed`. Each image falls
+into one class: none (no face), one (one face, at most EYES eyes), malformed (one face with more)
+or duplicated (two or more faces).
+
 Colour statistics are the mean HSV saturation, the contrast (standard deviation of luma) and the
 clipped share (pixels with a channel at 0..2 or 253..255); `colour_error` is the root mean square
 of their z-scores against the training set's.
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-VERSION = 2  # bump when the rules below change: it is part of every evaluation's provenance
+VERSION = 3  # bump when the rules below change: it is part of every evaluation's provenance
 CELL = 4
 DARK = 90            # luma (0..255) below which a cell counts as dark (an eye, black hair)
 EYE_SIZE = (2, 80)   # an eye is a dark blob of this many cells ...
@@ -35,6 +41,8 @@ MIN_AREA = 0.006     # a face covers at least this share of the image ...
 MIN_PIXELS = 600     # ... and this many pixels ...
 MAX_PIXELS = 40000   # ... and at most this many (the training portraits' faces: 9,700 to 16,500)
 EYE_CELLS = 2        # dark cells a face encloses at least (eyes)
+EYES = 2             # eyes a well-formed face has; more make the image malformed
+CLASSES = ("none", "one", "malformed", "duplicated")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 STATS = ("saturation", "contrast", "clipped")
 
@@ -145,8 +153,9 @@ def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: 
     return full
 
 
-def heads(img: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """Bounding boxes (x0, y0, x1, y1, in pixels) of the heads in a uint8 HxWx3 image."""
+def faces(img: np.ndarray) -> list[dict]:
+    """The faces in a uint8 HxWx3 image: each its bounding box (x0, y0, x1, y1, in pixels) and
+    how many eyes (eye-sized dark blobs) it encloses, left to right."""
     h, w = img.shape[:2]
     rgb = img[..., :3].astype(np.float32)
     colour = _grid(rgb)
@@ -166,17 +175,34 @@ def heads(img: np.ndarray) -> list[tuple[int, int, int, int]]:
                 break
         else:
             found.append(region)
-    boxes = []
+    out = []
     for region in found:
         ys, xs = np.nonzero(region)
-        boxes.append((int(xs.min() * CELL), int(ys.min() * CELL), int((xs.max() + 1) * CELL),
-                      int((ys.max() + 1) * CELL)))
-    return sorted(boxes)
+        box = (int(xs.min() * CELL), int(ys.min() * CELL), int((xs.max() + 1) * CELL),
+               int((ys.max() + 1) * CELL))
+        holes = _components(_enclosed(region) & dark)
+        eyes = sum(EYE_SIZE[0] <= len(ys) <= EYE_SIZE[1] for ys, _ in holes)
+        out.append({"box": box, "eyes": int(eyes)})
+    return sorted(out, key=lambda f: f["box"])
+
+
+def heads(img: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (x0, y0, x1, y1, in pixels) of the heads in a uint8 HxWx3 image."""
+    return [f["box"] for f in faces(img)]
 
 
 def count_characters(img: np.ndarray) -> int:
     """How many characters (heads with eyes) a uint8 HxWx3 image holds."""
     return len(heads(np.asarray(img)))
+
+
+def classify(found: list[dict]) -> str:
+    """The image's class (CLASSES) from its faces."""
+    if not found:
+        return "none"
+    if len(found) > 1:
+        return "duplicated"
+    return "malformed" if found[0]["eyes"] > EYES else "one"
 
 
 def colour_stats(img: np.ndarray) -> dict:
@@ -207,7 +233,9 @@ def analyse(img, ref: dict | None = None) -> dict:
     """Everything the detector says about one image."""
     arr = np.asarray(img)
     stats = colour_stats(arr)
-    out = {"characters": count_characters(arr), **stats}
+    found = faces(arr)
+    out = {"characters": len(found), "eyes": [f["eyes"] for f in found],
+           "class": classify(found), **stats}
     if ref is not None:
         out["colour_error"] = colour_error(stats, ref)
     return out

@@ -38,7 +38,7 @@ def describe(prov: dict) -> str:
                 f"{prov['seed_range'][1]}) · {prov['model']}")
     if prov.get("evaluation"):
         return (f"contact sheet of {len(prov['generations'])} evaluated generations at "
-                f"{prov['width']}×{prov['height']}, attention {prov['attention']}, detector "
+                f"{prov['width']}×{prov['height']}, variant {prov['variant']}, detector "
                 f"{prov['detector']} counts {prov['counts']} · {prov['model']} on {prov['device']}")
     if "vae_anomaly" in prov:
         return (f"{prov['plot']} plot of the VAE log-variance analysis of {len(prov['inputs'])} "
@@ -51,7 +51,7 @@ def describe(prov: dict) -> str:
                 f"{prov['model']} on {prov['device']} ({prov['dtype']})")
     return (f"{prov['prompt_key']} · seed {prov['seed']} · {prov['width']}×{prov['height']} · "
             f"{prov['steps']} steps {prov['sampler']} ({prov['schedule']}) · CFG {prov['guidance']}"
-            f" · attention {prov['attention']} · {DECODER_LABELS[prov['decoder']]} decode"
+            f" · variant {prov['variant']} · {DECODER_LABELS[prov['decoder']]} decode"
             + (f" + {prov['overlay']}" if prov.get("overlay") else "")
             + f" · {prov['model']} on {prov['device']} ({prov['dtype']})")
 
@@ -78,7 +78,7 @@ def _cell(item: Image | Plot, thumb_width: int, alt: str, images_dir: Path,
 
 
 def _alt(g, decoder: str) -> str:
-    return (f"{g.prompt}, seed {g.seed}, {g.width}×{g.height}, attention {g.attention}, "
+    return (f"{g.prompt}, seed {g.seed}, {g.width}×{g.height}, variant {g.variant}, "
             f"{DECODER_LABELS[decoder]} decode")
 
 
@@ -114,7 +114,35 @@ def vae_summary(vae_json: Path) -> dict:
     return out
 
 
+def signed(points: int) -> str:
+    """+12 or −7 (a typographic minus), for percentage points."""
+    return f"{points:+d}".replace("-", "−")
+
+
 MIN_COMPARED = 8  # generations per cell below which no difference between cells is claimed
+
+
+def verdict(paired: dict, same_images: bool) -> str:
+    """A variant against the usual UNet on the same seeds, as a key the page's wording is
+    chosen by: "same-images", "too-few" (fewer than MIN_COMPARED generations a cell),
+    "no-difference" (the paired test finds none), "lower" or "higher"."""
+    if same_images:
+        return "same-images"
+    if paired.get("n", MIN_COMPARED) < MIN_COMPARED:
+        return "too-few"
+    if not paired["significant"]:
+        return "no-difference"
+    return "lower" if paired["difference"] < 0 else "higher"
+
+
+def layout_verdict(by_size: dict, convolution: str, attention: str) -> str:
+    """Which side of the UNet this build's duplication answers to, from the paired tests of a
+    convolution-side and an attention-side change: "convolutions", "attention", "both" or
+    "neither" (a change counts when it gives significantly fewer images with two or more
+    characters than the usual UNet)."""
+    fewer = [by_size.get(v, {}).get("two_verdict") == "lower" for v in (convolution, attention)]
+    return {(True, False): "convolutions", (False, True): "attention", (True, True): "both",
+            (False, False): "neither"}[tuple(fewer)]
 
 
 def compare(paired: dict, same_images: bool, lower: str, higher: str, what: str) -> str:
@@ -142,6 +170,11 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
                  "evaluation plot: share of images with two or more "
                  "characters and colour error against image size, per attention variant",
                  images, manifest)
+    sweeps_plot = (_cell(specmod.SWEEPS_PLOT, specmod.EVALUATION_PLOT_THUMB,
+                         "sweeps plot: share of images with two or more characters and with "
+                         "exactly one, per variant of each sweep at "
+                         + ", ".join(f"{s['size']}×{s['size']}" for s in result["sweeps"]),
+                         images, manifest) if result.get("sweeps") else None)
     cells, by = [], {}
     for c in result["cells"]:
         prov, full = _image_info(images, c["sheet"])
@@ -151,6 +184,8 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
                "sheet": c["sheet"], "sheet_w": full["w"], "sheet_h": full["h"],
                "counts": c["counts"],
                "one_pct": percent(c["exactly_one"]), "none_pct": percent(c["none"]),
+               "malformed_pct": percent(c["malformed"]),
+               "malformed_ci": "{}–{}".format(*map(percent, c["malformed_ci"])),
                "one_ci": "{}–{}".format(*map(percent, c["exactly_one_ci"])),
                "two_pct": percent(c["two_plus"]),
                "two_ci": "{}–{}".format(*map(percent, c["two_plus_ci"])),
@@ -172,11 +207,15 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
             cell["colour_vs_usual"] = compare({**vs["colour_error"], "n": mine["n"]}, same,
                                               "a lower colour error", "a higher colour error",
                                               "colour error")
-            d = vs["two_plus"]
-            cell["two_diff"] = "{:+d}".format(percent(d["difference"])).replace("-", "−")
-            cell["two_diff_ci"] = "{}–{}".format(*(f"{percent(x):+d}".replace("-", "−")
-                                                   for x in d["difference_ci"]))
-            cell["two_p"] = f"{d['p_value']:.2g}"
+            cell["colour_verdict"] = verdict({**vs["colour_error"], "n": mine["n"]}, same)
+            for short, key in (("two", "two_plus"), ("one", "exactly_one"),
+                               ("malformed", "malformed")):
+                d = vs[key]
+                cell[f"{short}_diff"] = signed(percent(d["difference"]))
+                cell[f"{short}_diff_ci"] = "{}–{}".format(*(signed(percent(x))
+                                                            for x in d["difference_ci"]))
+                cell[f"{short}_p"] = f"{d['p_value']:.2g}"
+                cell[f"{short}_verdict"] = verdict(d, same)
     source = result.get("source", {"mode": "computed"})
     return {"applies": True, "level": round(100 * result["level"]), "min_compared": MIN_COMPARED,
             "seeds": result["seeds"], "source": source,
@@ -186,8 +225,9 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
             "seed_range": "{}–{}".format(*result["seed_range"]),
             "prompts": ", ".join(result["prompts"]), "detector": result["detector"],
             "model": result["model"], "generations": len(result["generations"]),
-            "variants": list(dict.fromkeys(c["variant"] for c in result["cells"])),
+            "variants": result["variants"], "labels": result["labels"],
             "sizes": sorted({c["width"] for c in result["cells"]}),
+            "sweeps": result["sweeps"], "sweeps_plot": sweeps_plot,
             "cells": cells, "by": by, "plot": plot}
 
 
@@ -212,7 +252,10 @@ def figure_data(fig: Figure, spec: Spec, images_dir: Path, train_size: int,
                  "cells": [cell(Plot(fig.id), alt=f"{fig.plot} plot: {fig.caption}")]}]
     elif fig.layout == "compare":
         (row,) = fig.rows
-        columns = [{"heading": v, "marked": v == "usual"} for v in fig.variants]
+        from .variants import label
+
+        columns = [{"heading": label(spec.variants, v), "variant": v, "marked": v == "usual"}
+                   for v in fig.variants]
         rows = [{"decoder": row.decoder, "toggle": None, "overlay": None,
                  "label": f"{gens[0].prompt} · seed {gens[0].seed}",
                  "cells": [cell(Image(g, row.decoder), alt=_alt(g, row.decoder)) for g in gens]}
@@ -227,7 +270,7 @@ def figure_data(fig: Figure, spec: Spec, images_dir: Path, train_size: int,
                            for g in fig.cells]}
                 for row in fig.rows]
     provenance = [{"generation": g.id, "prompt": g.prompt, "seed": str(g.seed),  # Hugo: no 7e+08
-                   "size": f"{g.width}×{g.height}", "attention": g.attention}
+                   "size": f"{g.width}×{g.height}", "variant": g.variant}
                   for g in shown_generations(fig, spec)]
     return {"id": fig.id, "section": fig.section, "caption": caption(fig, numbers),
             "layout": fig.layout,
@@ -248,7 +291,7 @@ def probe_summary(spec: Spec, probe_dir: str | Path, train_size: int) -> dict | 
         return None
     by: dict[tuple, list] = {}
     for g in spec.probe_generations():
-        by.setdefault((g.width, g.attention), []).append(read_json(Path(probe_dir) / g.probe_file))
+        by.setdefault((g.width, g.variant), []).append(read_json(Path(probe_dir) / g.probe_file))
     summary: dict[str, dict] = {}
     first_entropy: dict[tuple, float] = {}  # unrounded, for the verdicts below
     for (width, variant), results in sorted(by.items()):

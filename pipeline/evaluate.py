@@ -1,5 +1,5 @@
 """The evaluation (section 6): over many seeds held apart from the figures', how often each image
-size fails and how much each attention variant repairs, as measured by the detector.
+size fails and how much each variant repairs, as measured by the detector.
 
 For every ((width, height), variant) cell of figures.toml's [evaluation], each generation's
 latents (sampled by the `sample:<size>` tasks, cached like every other) are decoded with the VAE
@@ -40,8 +40,9 @@ def contact_sheet(images: list, counts: list[int], thumb: int):
 def record(gen, analysed: dict) -> dict:
     """One evaluated generation: what made it and what the detector found in its VAE decode."""
     return {"prompt": gen.prompt, "seed": gen.seed, "width": gen.width, "height": gen.height,
-            "attention": gen.attention, "detector": detector.VERSION,
-            **{k: analysed[k] for k in ("characters", *detector.STATS, "colour_error")}}
+            "variant": gen.variant, "detector": detector.VERSION,
+            **{k: analysed[k] for k in ("characters", "eyes", "class", *detector.STATS,
+                                        "colour_error")}}
 
 
 def summary(spec, info: dict, cells: dict, records: dict, seeds: int, source: dict) -> dict:
@@ -53,12 +54,19 @@ def summary(spec, info: dict, cells: dict, records: dict, seeds: int, source: di
         rows = [records[g.id] for g in gens]
         usual = [records[g.id] for g in cells[((w, h), "usual")]]
         out_cells.append({"width": w, "height": h, "variant": variant,
-                          "sampled_as": gens[0].attention, "sheet": gens[0].sheet_file,
+                          "sampled_as": gens[0].variant, "sheet": gens[0].sheet_file,
                           "generations": [g.id for g in gens],
                           "counts": [r["characters"] for r in rows],
                           **intervals.summarise(rows), "vs_usual": intervals.compare(usual, rows)})
     e = spec.evaluation
+    from .variants import label
+
+    named = {c["variant"] for c in out_cells}
     return {"applies": True, "model": info["id"], "model_sha256": info.get("sha256"),
+            "variants": list(e["variants"]),
+            "labels": {v: label(spec.variants, v) for v in sorted(named)},
+            "sweeps": [{"title": sw["title"], "axis": sw["axis"], "size": sw["size"][0],
+                        "variants": list(sw["variants"])} for sw in e.get("sweeps", ())],
             "detector": detector.VERSION, "level": intervals.LEVEL, "seeds": seeds,
             "full_seeds": e["seeds"], "default_seeds": e["default_seeds"],
             "prompts": e["prompts"], "seed_range": [e["seed_start"], e["seed_start"] + seeds - 1],
@@ -114,7 +122,7 @@ def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: s
         prov = provs[gens[0].id]
         made = {"evaluation": sheet, "generations": [g.id for g in gens],
                 "counts": [records[g.id]["characters"] for g in gens], "detector": detector.VERSION,
-                **{k: prov.get(k) for k in ("width", "height", "attention", "steps", "sampler",
+                **{k: prov.get(k) for k in ("width", "height", "variant", "steps", "sampler",
                                             "guidance", "model", "device", "dtype", "autocast",
                                             "speedups", "cpu_threads")}}
         write_png(Path(images_dir) / sheet,

@@ -32,9 +32,11 @@ def sheets_dir(path: Path = FROZEN) -> Path:
 SHEETS = sheets_dir()
 PIPELINE = Path(__file__).parent
 SAMPLING_PATH = ("sampling.py", "schedule.py", "attention.py", "topk_attention.py", "geometry.py",
-                 "model.py", "speedups.py")
+                 "model.py", "speedups.py", "variants.py", "interventions.py", "redilation.py",
+                 "feature_resize.py", "window_attention.py", "hires_fix.py")
 EVALUATION_PATH = ("decode.py", "detector.py", "measure.py", "portraits.py")
-RECORD_FIELDS = ("prompt", "seed", "width", "height", "attention", "characters", "saturation",
+RECORD_FIELDS = ("prompt", "seed", "width", "height", "variant", "characters", "eyes", "class",
+                 "saturation",
                  "contrast", "clipped", "colour_error", "detector")
 
 
@@ -61,9 +63,18 @@ def key_inputs(spec, device: str, speedups: tuple[str, ...], model_dir: Path) ->
             "evaluation_code": code_digest(PIPELINE, EVALUATION_PATH),
             "evaluation": json.loads(json.dumps(evaluation)),
             "sampling": dict(spec.sampling),
+            "variants": {v: spec.variants[v] for v in evaluated_variants(spec)},
             "prompts": {k: spec.prompts[k] for k in spec.evaluation["prompts"]},
             "torch": _version("torch"), "diffusers": _version("diffusers"),
             "device": device_type(device), "speedups": list(speedups)}
+
+
+def evaluated_variants(spec) -> list[str]:
+    """Every variant the evaluation measures, with the parts of combinations."""
+    e = spec.evaluation
+    names = {v for g in [e, *e.get("more", ()), *e.get("sweeps", ())] for v in g["variants"]}
+    names |= {p for v in list(names) for p in spec.variants[v].get("parts", ())}
+    return sorted(names)
 
 
 def key(inputs: dict) -> str:

@@ -88,18 +88,21 @@ COLOUR_STATS = ("saturation", "contrast", "clipped")  # pipeline/detector.py's S
 
 
 def summarise(rows: list[dict]) -> dict:
-    """Over detector rows (pipeline/detector.analyse, with colour_error): the shares with no,
-    exactly one, and two or more characters (Wilson intervals), the histogram of counts, the
-    mean colour error (bootstrap interval) and the mean of each colour statistic."""
+    """Over detector rows (pipeline/detector.analyse, with colour_error): the shares with no
+    character, exactly one well-formed, one malformed (extra eyes) and two or more characters
+    (Wilson intervals), the histogram of counts, the mean colour error (bootstrap interval) and
+    the mean of each colour statistic."""
     n = len(rows)
     if not n:
         raise ValueError("a summary needs at least one image")
     counts = [r["characters"] for r in rows]
-    one = sum(c == 1 for c in counts)
+    one = sum(r["class"] == "one" for r in rows)
     two = sum(c >= 2 for c in counts)
+    malformed = sum(r["class"] == "malformed" for r in rows)
     errors = [r["colour_error"] for r in rows]
     return {"n": n, "exactly_one": one / n, "exactly_one_ci": wilson(one, n),
             "two_plus": two / n, "two_plus_ci": wilson(two, n),
+            "malformed": malformed / n, "malformed_ci": wilson(malformed, n),
             "none": counts.count(0) / n,
             "histogram": [counts.count(k) for k in range(max(counts) + 1)],
             "colour_error": float(np.mean(errors)), "colour_error_ci": bootstrap_mean(errors),
@@ -110,13 +113,14 @@ def compare(first: list[dict], second: list[dict]) -> dict:
     """Two conditions on the same generations, rows in the same order: the paired tests of
     each share and the paired difference of the colour error (second - first)."""
     def outcome(rows, test):
-        return [test(r["characters"]) for r in rows]
+        return [test(r) for r in rows]
 
     err, err_ci = paired_bootstrap_difference([r["colour_error"] for r in first],
                                               [r["colour_error"] for r in second])
-    return {"two_plus": paired_share(outcome(first, lambda c: c >= 2),
-                                     outcome(second, lambda c: c >= 2)),
-            "exactly_one": paired_share(outcome(first, lambda c: c == 1),
-                                        outcome(second, lambda c: c == 1)),
+    shares = {"two_plus": lambda r: r["characters"] >= 2,
+              "exactly_one": lambda r: r["class"] == "one",
+              "malformed": lambda r: r["class"] == "malformed"}
+    return {**{k: paired_share(outcome(first, test), outcome(second, test))
+               for k, test in shares.items()},
             "colour_error": {"difference": err, "difference_ci": err_ci,
                              "significant": err_ci[0] > 0 or err_ci[1] < 0}}

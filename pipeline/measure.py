@@ -46,8 +46,8 @@ def run(spec_path: str, model_json: str, images_dir: str, out: str) -> None:
             continue
         with Image.open(Path(images_dir) / im.file) as img:
             row = detector.analyse(img.convert("RGB"), ref)
-        images[im.file] = {**row, "size": im.gen.width, "attention": im.gen.attention}
-        groups.setdefault(f"{im.gen.width}", {}).setdefault(im.gen.attention, []).append(row)
+        images[im.file] = {**row, "size": im.gen.width, "variant": im.gen.variant}
+        groups.setdefault(f"{im.gen.width}", {}).setdefault(im.gen.variant, []).append(row)
     summary = {size: {variant: intervals.summarise(rows) for variant, rows in by.items()}
                for size, by in groups.items()}
     trained = str(info["geometry"]["train_size"])

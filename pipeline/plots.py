@@ -186,7 +186,7 @@ def evaluation(fig, data: dict):
     95% intervals as bands. `fig` is unused (the evaluation is not a [[figure]])."""
     plt = _pyplot()
     out, (dup, col) = plt.subplots(1, 2, figsize=(9.0, 3.4))
-    variants = list(dict.fromkeys(c["variant"] for c in data["cells"]))
+    variants = data["variants"]  # [evaluation] variants: measured at every size
     for v in variants:
         cells = sorted((c for c in data["cells"] if c["variant"] == v), key=lambda c: c["width"])
         xs = [c["width"] for c in cells]
@@ -211,8 +211,42 @@ def evaluation(fig, data: dict):
     return out
 
 
-def run_evaluation(eval_json: str, out: str) -> None:
-    """The `eval_plot` task: draw the evaluation's plot, with its provenance."""
+def sweeps(fig, data: dict):
+    """The evaluation's sweeps (figures.toml [evaluation] sweeps): per sweep, the share with two
+    or more characters and the share with exactly one for each variant in order, with their 95%
+    intervals as error bars."""
+    plt = _pyplot()
+    out, axes = plt.subplots(1, len(data["sweeps"]), figsize=(4.6 * len(data["sweeps"]), 3.6),
+                             squeeze=False)
+    for ax, sweep in zip(axes[0], data["sweeps"]):
+        cells = {c["variant"]: c for c in data["cells"] if c["width"] == sweep["size"]}
+        xs = range(len(sweep["variants"]))
+        for key, name, colour, marker in (("two_plus", "two or more", "#c0392b", "o"),
+                                          ("exactly_one", "exactly one", "#1f6fb2", "s")):
+            ys = [cells[v][key] for v in sweep["variants"]]
+            lo = [y - cells[v][f"{key}_ci"][0] for v, y in zip(sweep["variants"], ys)]
+            hi = [cells[v][f"{key}_ci"][1] - y for v, y in zip(sweep["variants"], ys)]
+            ax.errorbar(xs, ys, yerr=[lo, hi], color=colour, marker=marker, capsize=3,
+                        label=name, markersize=5)
+        ax.set_xticks(list(xs), ["usual" if v == "usual" else data["labels"][v]
+                                 for v in sweep["variants"]], rotation=20, fontsize=11)
+        ax.set_title(f"{sweep['title']} ({sweep['size']}×{sweep['size']})", fontsize=12)
+        ax.set_xlabel(sweep["axis"], fontsize=11)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("share of images", fontsize=11)
+        ax.tick_params(labelsize=11)
+    axes[0][0].legend(loc="best", frameon=False, fontsize=11)
+    out.suptitle(f"generations per cell: {data['seeds']}; bars: {100 * data['level']:.0f}% "
+                 f"Wilson intervals", fontsize=11)
+    out.tight_layout()
+    return out
+
+
+EVALUATION_PLOTS = {"evaluation": evaluation, "evaluation-sweeps": sweeps}
+
+
+def run_evaluation(eval_json: str, out: str, which: str = "evaluation") -> None:
+    """The `eval_plot` task: draw one of the evaluation's plots, with its provenance."""
     import io
     import json
 
@@ -221,11 +255,11 @@ def run_evaluation(eval_json: str, out: str) -> None:
     from .files import read_json, write_png
 
     data = read_json(eval_json)
-    figure = evaluation(None, data)
+    figure = EVALUATION_PLOTS[which](None, data)
     buf = io.BytesIO()
     figure.savefig(buf, format="png", dpi=200, metadata={"Software": None})
     _pyplot().close(figure)
-    prov = {"plot": "evaluation", "model": data["model"], "detector": data["detector"],
+    prov = {"plot": which, "model": data["model"], "detector": data["detector"],
             "seeds": data["seeds"], "seed_range": data["seed_range"],
             "inputs": sorted(data["generations"])}
     with Image.open(buf) as img:
@@ -254,7 +288,7 @@ def probe_data(spec, fig, probe_dir) -> dict:
 
     stats: dict[tuple, list] = {(size, v): [] for size in fig.sizes for v in fig.variants}
     for g in spec.plot_generations(fig):
-        stats[((g.width, g.height), g.attention)].append(read_json(Path(probe_dir) / g.probe_file))
+        stats[((g.width, g.height), g.variant)].append(read_json(Path(probe_dir) / g.probe_file))
     return stats
 
 
@@ -288,7 +322,7 @@ def run(spec_path: str, figure_id: str, probe_dir: str, vae_dir: str, images_dir
                 "inputs": [i["image"] for i in result["images"]], "subject": result["subject"],
                 **{k: subject[k] for k in ("prompt_key", "prompt", "seed", "width", "height",
                                            "steps", "sampler", "schedule", "guidance",
-                                           "attention", "model", "model_preview", "device",
+                                           "variant", "model", "model_preview", "device",
                                            "dtype", "torch", "diffusers")}}
     figure = PLOTS[fig.plot](fig, data)
     buf = io.BytesIO()

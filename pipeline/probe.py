@@ -97,7 +97,7 @@ def measure(comps, spec, gens: list) -> list[dict]:
     except _Stop:
         pass
     finally:
-        attention.restore(comps.unet)
+        sampling.restore(comps.unet)
     geometry = comps.info["geometry"]
     return [{**probe.result(i, geometry["unet_levels"]), "step": p["step"], "sigma": calls[-1],
              "train_size": geometry["train_size"]} for i in range(len(gens))]

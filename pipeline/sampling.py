@@ -12,7 +12,9 @@ import json
 
 import torch
 
-from . import attention, schedule
+from . import interventions, schedule
+from .interventions import restore  # noqa: F401 (used by hires_fix and probe)
+from .variants import PROCEDURES, changes
 
 
 @torch.no_grad()
@@ -53,9 +55,10 @@ def encode_prompts(comps, texts: list[str]) -> torch.Tensor:
 
 
 def cfg_denoiser(comps, cond: torch.Tensor, uncond: torch.Tensor, guidance: float,
-                 sigmas: torch.Tensor):
+                 sigmas: torch.Tensor, clock=None):
     """Wrap the eps-predicting UNet as a denoiser D(x, sigma) with classifier-free guidance, for
-    the sigmas of one sampling run. The sigmas stay on the CPU (the step arithmetic never waits on
+    the sigmas of one sampling run; `clock.step` follows the step each call evaluates (a
+    variant's step windows read it). The sigmas stay on the CPU (the step arithmetic never waits on
     the GPU); their timesteps go to the device once, in one copy, and each step indexes them, so
     no UNet call starts with a blocking host-to-device copy."""
     log_sigmas = schedule.training_sigmas(comps.scheduler_config).log()
@@ -65,7 +68,10 @@ def cfg_denoiser(comps, cond: torch.Tensor, uncond: torch.Tensor, guidance: floa
 
     def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         c_in = 1 / (sigma ** 2 + 1).sqrt()
-        t = timesteps[index[float(sigma)]]
+        i = index[float(sigma)]
+        if clock is not None:
+            clock.step = i
+        t = timesteps[i]
         inp = (torch.cat([x, x]) * c_in).to(comps.dtype, memory_format=comps.memory_format)
         eps = comps.unet(inp, t, encoder_hidden_states=context).sample.float()
         eps_uncond, eps_cond = eps.chunk(2)
@@ -82,13 +88,16 @@ def initial_noise(gen, geometry: dict) -> torch.Tensor:
 
 
 def prepare(comps, spec, gens: list, probe=None):
-    """Everything a sampler needs for a batch of one size and one attention variant:
-    (denoise, x at sigma_max, sigmas). The variant (and an optional probe) is installed here."""
-    assert len({(g.width, g.height, g.attention) for g in gens}) == 1, "one size/variant a batch"
+    """Everything a sampler needs for a batch of one size and one variant:
+    (denoise, x at sigma_max, sigmas). The variant (and an optional probe) is installed here;
+    interventions.restore removes it."""
+    assert len({(g.width, g.height, g.variant) for g in gens}) == 1, "one size/variant a batch"
     s = spec.sampling
     geometry = comps.info["geometry"]
     g0 = gens[0]
-    attention.install(comps.unet, g0.attention, geometry, g0.width, g0.height, probe)
+    clock = interventions.Clock(s["steps"])
+    interventions.install(comps.unet, spec.variants, g0.variant, geometry, g0.width, g0.height,
+                          clock, probe)
     sigmas = schedule.SCHEDULES[s["schedule"]](s["steps"], s["sigma_min"], s["sigma_max"],
                                                s["rho"])  # on the CPU, see cfg_denoiser
     texts = sorted({spec.prompts[g.prompt] for g in gens} | {s["negative_prompt"]})
@@ -96,13 +105,22 @@ def prepare(comps, spec, gens: list, probe=None):
     cond = torch.stack([embedded[spec.prompts[g.prompt]] for g in gens])
     uncond = embedded[s["negative_prompt"]].expand_as(cond)
     x = torch.stack([initial_noise(g, geometry) for g in gens]).to(comps.device) * sigmas[0]
-    return cfg_denoiser(comps, cond, uncond, s["guidance"], sigmas), x, sigmas
+    return cfg_denoiser(comps, cond, uncond, s["guidance"], sigmas, clock), x, sigmas
 
 
 @torch.no_grad()
 def sample(comps, spec, gens: list, on_step=None) -> torch.Tensor:
-    """Sample a batch of generations of one size and one attention variant; fp32 latents [B,4,h,w].
+    """Sample a batch of generations of one size and one variant; fp32 latents [B,4,h,w].
     `on_step()`, when given, is called after every model evaluation (a progress bar)."""
+    from .variants import is_identity
+
+    g0 = gens[0]
+    procedure = [c for c in changes(spec.variants, g0.variant) if c["kind"] in PROCEDURES]
+    if procedure and not is_identity(spec.variants, g0.variant, comps.info["geometry"],
+                                     g0.width, g0.height):
+        from . import hires_fix
+
+        return hires_fix.sample(comps, spec, gens, procedure[0], on_step)
     try:
         denoise, x, sigmas = prepare(comps, spec, gens)
         if on_step is not None:
@@ -114,8 +132,8 @@ def sample(comps, spec, gens: list, on_step=None) -> torch.Tensor:
                 return out
 
         return SAMPLERS[spec.sampling["sampler"]](denoise, x, sigmas).float().cpu()
-    finally:  # the loaded model is shared across tasks: leave it with its own processors
-        attention.restore(comps.unet)
+    finally:  # the loaded model is shared across tasks: leave it as it was loaded
+        interventions.restore(comps.unet)
 
 
 # --- the `sample:<size>` task ------------------------------------------------------------------
@@ -209,10 +227,10 @@ def bytes_per_generation(comps, width: int, height: int) -> int:
 
 
 def batches(gens: list, n: int):
-    """Chunks of at most n generations that share a size and an attention variant."""
+    """Chunks of at most n generations that share a size and a variant."""
     groups: dict[tuple, list] = {}
     for g in gens:
-        groups.setdefault((g.size_key, g.attention), []).append(g)
+        groups.setdefault((g.size_key, g.variant), []).append(g)
     for group in groups.values():
         for i in range(0, len(group), n):
             yield group[i:i + n]

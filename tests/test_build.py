@@ -40,7 +40,7 @@ def test_every_figure_of_the_spec_is_on_the_page(project):
             shown = [im.gen for im in spec.vae_anomaly_images()]
         else:
             shown = fig.cells or [g for g in spec.probe_generations() if
-                                  (g.width, g.height) in fig.sizes and g.attention in fig.variants]
+                                  (g.width, g.height) in fig.sizes and g.variant in fig.variants]
         assert shown, fig.id
         for g in shown:
             assert g.id in block
@@ -113,7 +113,7 @@ def test_manifest_records_what_made_each_image(project):
             assert len(rec["generations"] if name in sheets else rec["inputs"]) >= 1
             continue
         keys = (("plot", "figure", "inputs") if name.startswith("plot.") else
-                ("seed", "width", "height", "attention", "decoder", "batch"))
+                ("seed", "width", "height", "variant", "decoder", "batch"))
         for key in keys + ("prompt_key", "steps", "sampler", "guidance", "model", "device"):
             assert key in rec, (name, key)
         assert rec["steps"] == 22 and rec["sampler"] == "dpmpp_2m" and rec["guidance"] == 7.5
@@ -369,7 +369,7 @@ def test_logit_scale_factors_on_the_page_are_the_closed_form(project):
 def probe_results(project, size, variant):
     spec = specmod.load(project / "figures.toml")
     return [json.loads((project / "build/probe" / f"{g.id}.json").read_text())
-            for g in spec.probe_generations() if g.width == size and g.attention == variant]
+            for g in spec.probe_generations() if g.width == size and g.variant == variant]
 
 
 def test_probe_statistics_obey_the_algebra(project):

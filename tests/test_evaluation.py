@@ -84,15 +84,17 @@ def test_cells_share_the_usual_samples_where_a_variant_is_the_usual_attention():
     g = geometry.load(ROOT / "models/preview")
     cells = spec.evaluation_cells(3, g)
     e = spec.evaluation
-    assert set(cells) == {(s, v) for s in e["sizes"] for v in e["variants"]}
+    groups = [e, *e["more"], *({"sizes": [w["size"]], "variants": w["variants"]}
+                               for w in e["sweeps"])]
+    assert set(cells) == {(s, v) for grp in groups for s in grp["sizes"] for v in grp["variants"]}
     for ((w, h), variant), gens in cells.items():
         assert len(gens) == 3 and all((x.width, x.height) == (w, h) for x in gens)
         assert [x.seed for x in gens] == [e["seed_start"] + i for i in range(3)]
         bigger = w > g["train_size"]
         if variant.startswith("topk"):
-            assert {x.attention for x in gens} == {variant if bigger else "usual"}
+            assert {x.variant for x in gens} == {variant if bigger else "usual"}
         if variant == "logit-scale":
-            assert {x.attention for x in gens} == {"usual" if w == g["train_size"] else variant}
+            assert {x.variant for x in gens} == {"usual" if w == g["train_size"] else variant}
     unique = spec.evaluation_generations(3, g)
     assert len(unique) == len(set(unique)) == len({x for gs in cells.values() for x in gs})
     shown = {x.seed for x in spec.all_generations()}
@@ -118,10 +120,13 @@ def test_the_summary_core_and_contact_sheet_on_planted_results():
     from pipeline import detector
 
     assert intervals.COLOUR_STATS == detector.STATS  # the core averages the detector's stats
-    rows = [{"characters": c, "colour_error": e, "saturation": 0.1 * c, "contrast": 0.2,
-             "clipped": 0.0} for c, e in [(1, 1.0), (2, 2.0), (0, 3.0), (1, 1.5), (3, 2.5)]]
+    rows = [{"characters": c, "class": k, "colour_error": e, "saturation": 0.1 * c,
+             "contrast": 0.2, "clipped": 0.0}
+            for c, k, e in [(1, "one", 1.0), (2, "duplicated", 2.0), (0, "none", 3.0),
+                            (1, "malformed", 1.5), (3, "duplicated", 2.5)]]
     s = intervals.summarise(rows)
-    assert s["n"] == 5 and s["exactly_one"] == 0.4 and s["two_plus"] == 0.4 and s["none"] == 0.2
+    assert s["n"] == 5 and s["exactly_one"] == 0.2 and s["two_plus"] == 0.4 and s["none"] == 0.2
+    assert s["malformed"] == 0.2 and s["malformed_ci"] == intervals.wilson(1, 5)
     assert s["histogram"] == [1, 2, 1, 1] and s["saturation"] == pytest.approx(0.14)
     assert s["two_plus_ci"] == intervals.wilson(2, 5)
     assert s["colour_error"] == pytest.approx(2.0)
@@ -134,12 +139,16 @@ def test_the_summary_core_and_contact_sheet_on_planted_results():
 
 
 def test_compare_pairs_a_variant_with_the_usual_attention_seed_by_seed():
-    usual = [{"characters": c, "colour_error": 2.0} for c in [2] * 10 + [1] * 22]
-    fixed = [{"characters": c, "colour_error": 2.5} for c in [1] * 10 + [1] * 22]
+    def row(c, k, e):
+        return {"characters": c, "class": k, "colour_error": e}
+
+    usual = [row(2, "duplicated", 2.0)] * 10 + [row(1, "one", 2.0)] * 22
+    fixed = [row(1, "one", 2.5)] * 10 + [row(1, "one", 2.5)] * 12 + [row(1, "malformed", 2.5)] * 10
     vs = intervals.compare(usual, fixed)
+    assert vs["malformed"]["only_second"] == 10 and vs["malformed"]["significant"]
     assert vs["two_plus"]["difference"] == pytest.approx(-10 / 32)
     assert vs["two_plus"]["significant"] and vs["two_plus"]["p_value"] == 2 / 2 ** 10
-    assert vs["exactly_one"]["only_second"] == 10
+    assert vs["exactly_one"]["only_second"] == 10 and vs["exactly_one"]["only_first"] == 10
     assert vs["colour_error"]["difference"] == pytest.approx(0.5)
     assert vs["colour_error"]["significant"]
     assert not intervals.compare(usual, usual)["two_plus"]["significant"]
@@ -175,3 +184,28 @@ def test_on_a_model_the_detector_does_not_know_the_evaluation_is_left_out(tmp_pa
     assert emit.evaluation_summary(result, tmp_path, {}) == {"applies": False, "model": "sd15@abc"}
     shortcode = (ROOT / "site/layouts/_shortcodes/evaluation.html").read_text()
     assert "The evaluation is left out of this build" in shortcode
+
+
+@pytest.mark.parametrize("paired, same, key", [
+    ({"n": 32, "significant": True, "difference": -0.3}, False, "lower"),
+    ({"n": 32, "significant": True, "difference": 0.2}, False, "higher"),
+    ({"n": 32, "significant": False, "difference": -0.3}, False, "no-difference"),
+    ({"n": 7, "significant": True, "difference": -0.5}, False, "too-few"),
+    ({"n": 8, "significant": True, "difference": -0.5}, False, "lower"),
+    ({"n": 32, "significant": True, "difference": -0.3}, True, "same-images"),
+])
+def test_verdict_keys_sit_on_the_right_side_of_their_thresholds(paired, same, key):
+    from pipeline import emit
+
+    assert emit.verdict(paired, same) == key
+
+
+@pytest.mark.parametrize("conv, attn, answer", [
+    ("lower", "no-difference", "convolutions"), ("no-difference", "lower", "attention"),
+    ("lower", "lower", "both"), ("higher", "no-difference", "neither"),
+    ("too-few", "too-few", "neither")])
+def test_the_layout_verdict_names_the_side_whose_change_lowers_duplication(conv, attn, answer):
+    from pipeline import emit
+
+    by = {"redilate": {"two_verdict": conv}, "window": {"two_verdict": attn}}
+    assert emit.layout_verdict(by, "redilate", "window") == answer

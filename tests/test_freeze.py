@@ -31,8 +31,10 @@ def planted(spec, geom, tmp_path, seeds=2) -> Path:
     for gens in cells.values():
         for g in gens:
             records[g.id] = {"prompt": g.prompt, "seed": g.seed, "width": g.width,
-                             "height": g.height, "attention": g.attention,
-                             "characters": g.seed % 3, "saturation": 0.25, "contrast": 0.2,
+                             "height": g.height, "variant": g.variant,
+                             "characters": g.seed % 3, "eyes": [2] * (g.seed % 3),
+                             "class": ["none", "one", "duplicated"][g.seed % 3],
+                             "saturation": 0.25, "contrast": 0.2,
                              "clipped": 0.0, "colour_error": 1.5, "detector": 2}
     images = tmp_path / "images"
     images.mkdir()
@@ -58,7 +60,7 @@ def test_a_saved_evaluation_loads_while_its_inputs_are_unchanged(spec, geom, tmp
     assert why == "" and frozen["seeds"] == 2 and frozen["command"] == "doit eval_seeds=2"
     assert set(frozen["key_inputs"]) == {"model", "sampling_code", "evaluation_code",
                                          "evaluation", "sampling", "prompts", "torch",
-                                         "diffusers", "device", "speedups"}
+                                         "diffusers", "device", "speedups", "variants"}
     assert len(frozen["sheets"]) == len({g[0].sheet_file for g in
                                          spec.evaluation_cells(2, geom).values()})
 

@@ -119,3 +119,34 @@ def test_detector_reads_an_image_file(tmp_path):
     files.write_png(path, portraits.render_scene(SPEC.prompts["blonde"], 4, 2))
     with Image.open(path) as img:
         assert detector.analyse(img.convert("RGB"))["characters"] == 2
+
+
+def _third_eye(img: np.ndarray) -> np.ndarray:
+    """The image with a third eye painted on its one face, between and below the other two."""
+    from PIL import ImageDraw
+
+    (face,) = detector.faces(img)
+    x0, y0, x1, y1 = face["box"]
+    out = Image.fromarray(img.copy())
+    cx, cy = (x0 + x1) // 2, y0 + (y1 - y0) * 2 // 3
+    ImageDraw.Draw(out).ellipse((cx - 7, cy - 6, cx + 7, cy + 6), fill=(25, 20, 30))
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("caption", CAPTIONS)
+def test_a_face_with_a_third_eye_is_malformed_and_a_training_face_is_not(caption):
+    for seed in range(3):
+        img = np.asarray(portraits.render(caption, seed))
+        found = detector.faces(img)
+        assert [f["eyes"] for f in found] == [detector.EYES]
+        assert detector.analyse(img)["class"] == "one"
+        bad = _third_eye(img)
+        assert [f["eyes"] for f in detector.faces(bad)] == [detector.EYES + 1], (caption, seed)
+        assert detector.analyse(bad)["class"] == "malformed"
+
+
+def test_each_image_falls_into_one_class():
+    caption = CAPTIONS[0]
+    classes = [detector.analyse(np.asarray(portraits.render_scene(caption, 1, k)))["class"]
+               for k in (0, 1, 2, 3)]
+    assert classes == ["none", "one", "duplicated", "duplicated"]

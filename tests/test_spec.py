@@ -18,7 +18,8 @@ def test_default_spec_matches_the_article():
     spec = specmod.load(SPEC)
     ids = [f.id for f in spec.figures]
     assert ids == ["hero", "symptoms-768", "baseline-512", "symptoms-256", "decoders-768",
-                   "decoders-256", "kernel-footprint", "fixes-768", "fixes-256", "fixes-200",
+                   "decoders-256", "kernel-footprint", "conv-fixes-768", "conv-fixes-256",
+                   "fixes-768", "fixes-256", "fixes-200",
                    "attention-entropy", "attention-logprob", "vae-logvar", "vae-perturbation"]
     hero = spec.figure("hero")
     assert [(g.width, g.prompt, g.seed) for g in hero.cells] == [
@@ -38,7 +39,8 @@ def test_shared_generations_are_sampled_once():
     # hero 768 = symptoms-768's last cell = the overlay's 768 cell: one generation
     g = specmod.Generation("miko", 715317074, 768, 768)
     users = [f.id for f in spec.figures if g in f.cells]
-    assert users == ["hero", "symptoms-768", "decoders-768", "kernel-footprint", "fixes-768"]
+    assert users == ["hero", "symptoms-768", "decoders-768", "kernel-footprint", "conv-fixes-768",
+                     "fixes-768"]
     assert sum(1 for x in spec.all_generations() if x == g) == 1
     # the VAE and approx rows of one latent are two decodes of one generation
     decodes = [d for d in spec.decodes() if d.gen == g]
@@ -138,8 +140,8 @@ def test_unknown_field_and_decoder_and_attention():
     with pytest.raises(SpecError, match=r"unknown decoder 'taesd'"):
         _parse(data)
     data = raw()
-    data["figure"][0]["cells"][0]["attention"] = "flash"
-    with pytest.raises(SpecError, match=r"unknown attention variant 'flash'"):
+    data["figure"][0]["cells"][0]["variant"] = "flash"
+    with pytest.raises(SpecError, match=r"unknown variant 'flash'; use one of usual, "):
         _parse(data)
 
 
@@ -162,7 +164,10 @@ def test_stage_registries_match_the_spec_vocabulary():
 
     assert set(decode.DECODERS) == set(specmod.DECODERS)
     assert set(overlays.OVERLAYS) == set(specmod.OVERLAYS)
-    assert set(attention.VARIANTS) == set(specmod.ATTENTION)
+    from pipeline import interventions, variants
+
+    assert set(attention.VARIANTS) == {"usual", *variants.ATTENTION_RULES}
+    assert set(interventions.KINDS) | set(variants.PROCEDURES) | {"combine"} == set(variants.KINDS)
     assert set(sampling.SAMPLERS) == set(specmod.SAMPLERS)
     assert set(schedule.SCHEDULES) == set(specmod.SCHEDULES)
 
@@ -177,7 +182,7 @@ def test_compare_figures_expand_each_cell_across_the_variants():
     spec = specmod.load(SPEC)
     fig = spec.figure("fixes-768")
     rows = fig.compare_rows()
-    assert [[g.attention for g in row] for row in rows] == [list(fig.variants)] * len(rows)
+    assert [[g.variant for g in row] for row in rows] == [list(fig.variants)] * len(rows)
     assert all(len({(g.prompt, g.seed, g.width) for g in row}) == 1 for row in rows)
     # every probed (size, variant, seed) is one generation, stopped at the probe step
     assert len(spec.probe_generations()) == (len(spec.probe["sizes"]) * len(spec.probe["variants"])
@@ -188,7 +193,7 @@ def test_bad_variant_and_probe_input_is_named():
     data = raw()
     fig = next(f for f in data["figure"] if f.get("layout") == "compare")
     fig["variants"] = ["usual", "top-k"]
-    with pytest.raises(SpecError, match=r"unknown attention variant 'top-k'; use one of usual"):
+    with pytest.raises(SpecError, match=r"unknown variant 'top-k'; use one of usual"):
         _parse(data)
     data = raw()
     data["probe"]["step"] = 22

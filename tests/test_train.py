@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from pipeline import model, spec as specmod, train
+from pipeline import model, portraits, spec as specmod, train
 
 SPEC = specmod.load("figures.toml")
 # 128-pixel portraits (16x16 latents) keep the smoke test to seconds; the real run uses 512
@@ -79,7 +79,11 @@ def test_a_resumed_run_reads_its_latents_from_the_cache_and_a_snapshot_builds(tr
     other = dataclasses.replace(TINY, images=20)  # another training set: the cache is not used
     assert train.latents_key(other, []) != train.latents_key(TINY, [])
     redone = train.run(tmp_path / "other", SPEC.prompts, other, "cpu", work, workers=1)
-    assert redone["render_and_encode_seconds"] > 0
+    captions = portraits.training_captions(SPEC.prompts)  # rendered and encoded again:
+    import torch                                           # the cache now holds the new key
+
+    assert torch.load(work / "latents.pt", map_location="cpu")["key"] == train.latents_key(
+        other, captions)
 
 
 def test_a_snapshot_before_the_unet_stage_names_what_is_missing(tmp_path):
