@@ -17,7 +17,7 @@ from doit import get_var
 from doit.task import clean_targets
 from doit.tools import config_changed
 
-from pipeline import freeze, geometry, hugo, model, speedups, spec as specmod
+from pipeline import freeze, geometry, hugo, model, speedups, spec as specmod, variants
 from pipeline.files import prune, remove_stale_temps
 from pipeline.progress import Reporter
 from pipeline.spec import Image, digest
@@ -81,6 +81,11 @@ except (specmod.SpecError, model.ModelError) as err:
 # and otherwise computes the default count, saying why.
 EVALUATE = model_ref.preview and spec.evaluation is not None
 GEOMETRY = geometry.load(model.PREVIEW_DIR) if EVALUATE else None
+if model_ref.preview:  # a variant's level the model lacks: one line now (other models: sampling)
+    try:
+        variants.check_geometry(spec.variants, GEOMETRY or geometry.load(model.PREVIEW_DIR))
+    except variants.VariantError as err:
+        sys.exit(f"error: {Path(SPEC).name} {err}")
 FROZEN, FROZEN_WHY = None, ""
 if EVALUATE and EVAL_SEEDS_ARG is None:
     FROZEN, FROZEN_WHY = freeze.load(spec, DEVICE, SPEEDUP_NAMES, model.PREVIEW_DIR, GEOMETRY)

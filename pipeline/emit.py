@@ -32,8 +32,8 @@ def class_source(path: str | Path, name: str) -> str:
 
 def describe(prov: dict) -> str:
     """One line a reader can reproduce the image from."""
-    if prov.get("plot") == "evaluation":
-        return (f"evaluation plot: detector {prov['detector']} over {len(prov['inputs'])} "
+    if prov.get("plot") in ("evaluation", "evaluation-sweeps"):
+        return (f"{prov['plot']} plot: detector {prov['detector']} over {len(prov['inputs'])} "
                 f"generations ({prov['seeds']} per cell, seeds {prov['seed_range'][0]}–"
                 f"{prov['seed_range'][1]}) · {prov['model']}")
     if prov.get("evaluation"):

@@ -315,6 +315,20 @@ def sample_generations(comps, spec, gens: list, batch: str = "auto", done=None,
         torch.set_num_threads(threads)
 
 
+def model_calls(spec, gen, geometry: dict) -> int:
+    """How many UNet evaluations (CFG pairs) sampling `gen` takes: the steps, and for the hires
+    fix the trained-size run plus its second stage."""
+    from .hires_fix import start_step
+    from .variants import is_identity
+
+    steps = spec.sampling["steps"]
+    for change in changes(spec.variants, gen.variant):
+        if change["kind"] == "hires" and not is_identity(spec.variants, gen.variant, geometry,
+                                                         gen.width, gen.height):
+            return steps + steps - start_step(steps, change["denoise"])
+    return steps
+
+
 def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: str,
         batch: str = "auto", eval_seeds: str = "0", speedups: str = "default") -> None:
     from pathlib import Path
@@ -322,8 +336,14 @@ def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: st
     from . import model, progress, spec as specmod
     from .files import atomic_write, safetensors_bytes, safetensors_metadata
 
+    from .variants import VariantError, check_geometry
+
     spec = specmod.load(spec_path)
     comps = model.load(model_json, device, speedups)
+    try:  # a level this model does not have: one line naming the variant
+        check_geometry(spec.variants, comps.info["geometry"])
+    except VariantError as err:
+        raise specmod.SpecError(f"{Path(spec_path).name} {err}") from None
     gens = spec.by_size(evaluation_generations(spec, comps.info, int(eval_seeds)))[size_key]
     for message in schedule.check_range(comps.scheduler_config, spec.sampling["sigma_min"],
                                         spec.sampling["sigma_max"]):
@@ -348,7 +368,8 @@ def run(spec_path: str, model_json: str, device: str, size_key: str, out_dir: st
         print(f"sampled {', '.join(c.id for c in chunk)} ({len(finished)}/{len(todo)})")
 
     what = f"{size_key}: {len(todo)} generations"
-    with progress.steps_bar(spec.sampling["steps"] * len(todo), what) as bar:
+    with progress.steps_bar(sum(model_calls(spec, g, comps.info["geometry"]) for g in todo),
+                            what) as bar:
         sample_generations(comps, spec, todo, batch, write, on_step=bar.update)
 
 
