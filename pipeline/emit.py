@@ -111,7 +111,27 @@ def vae_summary(vae_json: Path) -> dict:
         out[f"{name}_logvar"] = f"{e[name]['logvar']:.1f}"
     ratio = e["anomalous"]["mean_change_outside"] / max(e["ordinary"]["mean_change_outside"], 1e-12)
     out["ratio"] = f"{ratio:.1f}"
+    out.update(vae_verdict(r, ratio))
     return out
+
+
+GLOBAL_SHARE = 0.01  # pixels outside the patch that must change for a perturbation to be global
+GLOBAL_RATIO = 5.0   # ... and how many times the ordinary position's mean change it must reach
+
+
+def vae_verdict(r: dict, ratio: float) -> dict:
+    """The side-channel test's outcome as keys the page's wording is chosen by: whether any
+    encoded image reaches the clamp floor (within floor_margin) at all, "reached" or
+    "not-reached", and whether perturbing the most extreme position changes the image beyond its
+    patch (at least GLOBAL_SHARE of the pixels there, GLOBAL_RATIO times the ordinary position's
+    mean change), "global" or "local"."""
+    lowest = min(i["logvar_min"] for i in r["images"])
+    reached = lowest <= r["floor"] + r["config"]["floor_margin"]
+    a = r["experiment"]["anomalous"]
+    wide = a["changed_outside"] >= GLOBAL_SHARE and ratio >= GLOBAL_RATIO
+    return {"lowest_logvar": f"{lowest:.1f}", "floor_key": "reached" if reached else "not-reached",
+            "change_key": "global" if wide else "local",
+            "global_share": f"{GLOBAL_SHARE:.0%}", "global_ratio": f"{GLOBAL_RATIO:g}"}
 
 
 def signed(points: int) -> str:
@@ -325,27 +345,18 @@ SEPARATES = 0.25  # the share of the size's entropy change logit scaling must un
 
 
 def logit_verdict(trained: float, usual: float, scaled: float) -> dict:
-    """Whether the probe separates logit scaling from the usual attention at one size, in words:
-    the first level's entropy moved by `usual - trained` when the size changed, and logit
-    scaling (whose purpose is to undo that move) moved it back by `usual - scaled`."""
+    """Whether the probe separates logit scaling from the usual attention at one size, as a key
+    the page's wording is chosen by: the first level's entropy moved by `usual - trained` when
+    the size changed, and logit scaling (whose purpose is to undo that move) moved it back by
+    `usual - scaled`. "no-move" (the size hardly moves it), "wrong-way" (scaling moves it further
+    the same way), "separates" (it undoes at least SEPARATES of the move) or "barely"."""
     moved = usual - trained
     if abs(moved) < 0.005:
-        return {"size_move": 0.0, "undone_pct": None,
-                "logit_verdict": "the size hardly moves this model’s entropy, so there is "
-                                 "nothing for logit scaling to undo"}
+        return {"size_move": 0.0, "undone_pct": None, "logit_key": "no-move"}
     undone = (usual - scaled) / moved
-    pct = round(100 * undone)
-    if undone < 0:
-        verdict = (f"that moves it further the same way, by {-pct}% of the size’s change, so on "
-                   f"this model the probe does not show the correction working")
-    elif undone >= SEPARATES:
-        verdict = (f"that undoes {pct}% of the size’s change, so the probe separates the two "
-                   f"variants")
-    else:
-        verdict = (f"that undoes only {pct}% of the size’s change, so on this model the probe "
-                   f"barely separates the two variants: attention this broad has too little "
-                   f"spread in its logits for a temperature to sharpen")
-    return {"size_move": round(moved, 2), "undone_pct": pct, "logit_verdict": verdict}
+    key = "wrong-way" if undone < 0 else "separates" if undone >= SEPARATES else "barely"
+    return {"size_move": round(moved, 2), "undone_pct": abs(round(100 * undone)),
+            "logit_key": key}
 
 
 def percent(share: float) -> int:

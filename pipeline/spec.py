@@ -40,7 +40,8 @@ CAPTION_FIELDS = ("threshold", "images", "flagged_images", "floor", "ceiling", "
                   "robust_z", "size", "subject_flagged", "vae",
                   "scaling_factor", "perturbation", "spot", "anomalous_changed", "anomalous_mean",
                   "anomalous_logvar", "ordinary_changed", "ordinary_mean", "ordinary_logvar",
-                  "ratio")
+                  "ratio", "lowest_logvar", "floor_key", "change_key", "global_share",
+                  "global_ratio")
 
 
 class SpecError(ValueError):

@@ -181,18 +181,22 @@ def test_kth_largest_matches_topk():
 def test_the_probe_claims_separation_only_where_logit_scaling_undoes_the_size_change():
     from pipeline import emit
 
+    assert emit.SEPARATES == 0.25  # the threshold the cases below sit on either side of
     barely = emit.logit_verdict(trained=7.0, usual=7.4, scaled=7.392)  # undoes 2%
-    assert barely["undone_pct"] == 2 and "barely separates" in barely["logit_verdict"]
+    assert barely["undone_pct"] == 2 and barely["logit_key"] == "barely"
+    under = emit.logit_verdict(trained=7.0, usual=7.4, scaled=7.304)  # undoes 24%
+    assert under["logit_key"] == "barely"
+    over = emit.logit_verdict(trained=7.0, usual=7.4, scaled=7.296)  # undoes 26%
+    assert over["logit_key"] == "separates"
     clear = emit.logit_verdict(trained=7.0, usual=7.4, scaled=7.1)
     assert clear["undone_pct"] == 75 and clear["size_move"] == 0.4
-    assert "separates" in clear["logit_verdict"] and "barely" not in clear["logit_verdict"]
+    assert clear["logit_key"] == "separates"
     smaller = emit.logit_verdict(trained=7.0, usual=6.5, scaled=6.8)  # fewer keys: sharper
-    assert smaller["undone_pct"] == 60 and "barely" not in smaller["logit_verdict"]
+    assert smaller["undone_pct"] == 60 and smaller["logit_key"] == "separates"
     wrong_way = emit.logit_verdict(trained=7.0, usual=7.4, scaled=7.42)
-    assert wrong_way["undone_pct"] == -5
-    assert "further the same way, by 5%" in wrong_way["logit_verdict"]
+    assert wrong_way["undone_pct"] == 5 and wrong_way["logit_key"] == "wrong-way"
     still = emit.logit_verdict(trained=7.0, usual=7.001, scaled=6.9)
-    assert still["undone_pct"] is None and "nothing for logit scaling" in still["logit_verdict"]
+    assert still["undone_pct"] is None and still["logit_key"] == "no-move"
 
 
 def test_a_topk_rule_with_no_more_keys_than_in_training_is_the_usual_kernel():

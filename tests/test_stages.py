@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipeline import approx_decoder, decode, files, geometry, overlays, preview_model, schedule
+from pipeline import (approx_decoder, decode, detector, files, geometry, overlays, preview_model,
+                      schedule, spec as specmod)
 from pipeline.sampling import sample_dpmpp_2m
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SD15_UNET = {"in_channels": 4, "sample_size": 64, "cross_attention_dim": 768,
              "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]}
@@ -134,10 +137,25 @@ def test_kernel_footprint_overlay():
 
     img = Image.new("RGB", (768, 768), (0, 0, 0))
     g = geometry.from_configs(SD15_UNET, SD15_VAE)
-    out = overlays.kernel_footprint(img, g)
+    out = overlays.kernel_footprint(img, g, (0, 0))  # a corner: the square stays inside
     px = out.load()
     assert px[0, 0] == (255, 0, 255) and px[191, 100] == (255, 0, 255) and px[7, 100] == (255, 0, 255)
     assert px[8, 100] == (0, 0, 0) and px[192, 100] == (0, 0, 0) and px[100, 100] == (0, 0, 0)
+    out = overlays.kernel_footprint(img, g, (400, 300)).load()  # centred on the point
+    assert out[304, 300] == (255, 0, 255) and out[495, 300] == (255, 0, 255)
+    assert out[400, 204] == (255, 0, 255) and out[400, 300] == (0, 0, 0)
+
+
+def test_the_overlay_is_centred_on_the_subject():
+    from pipeline import images, portraits
+
+    spec = specmod.load(ROOT / "figures.toml")
+    img = portraits.render(spec.prompts["miko"], 3)
+    (face,) = detector.faces(__import__("numpy").asarray(img))
+    x0, y0, x1, y1 = face["box"]
+    centre, how = images.subject_centre(img, preview=True)
+    assert centre == ((x0 + x1) // 2, (y0 + y1) // 2) and how == "the detected face"
+    assert images.subject_centre(img, preview=False) == ((256, 256), "the image centre")
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
@@ -255,7 +273,7 @@ def test_caption_fields_the_spec_allows_are_what_the_vae_summary_fills(tmp_path)
     from pipeline.spec import CAPTION_FIELDS
 
     side = {"threshold": 0.02, "changed_outside": 0.1, "mean_change_outside": 0.01, "logvar": -3}
-    report = {"experiment": {"anomalous": side, "ordinary": side}, "images": [1, 2],
+    report = {"experiment": {"anomalous": side, "ordinary": side}, "images": [{"logvar_min": -3.0}, {"logvar_min": -4.0}],
               "flagged_images": 1, "floor": -30.0, "subject_flagged": True,
               "ceiling": 20.0, "vae": {"id": "v", "scaling_factor": 0.18215},
               "config": {"perturbation": 2.0, "floor_margin": 0.5, "robust_z": 8.0,
@@ -299,3 +317,20 @@ def test_the_latent_cache_key_holds_versions_dtype_and_layout():
                          ("speedups", ["channels_last", "compiled"]), ("autocast", "bfloat16"),
                          ("cpu_threads", 1)):
         assert cache_key({**prov, field: other}) != key, field
+
+
+@pytest.mark.parametrize("lowest, changed, ratio, keys", [
+    (-29.6, 0.02, 6.0, ("reached", "global")),
+    (-29.4, 0.02, 6.0, ("not-reached", "global")),     # just above floor + margin
+    (-8.9, 0.009, 6.0, ("not-reached", "local")),      # too few pixels change
+    (-8.9, 0.02, 4.9, ("not-reached", "local")),       # not far above the ordinary position
+    (-30.0, 0.0018, 1.3, ("reached", "local")),
+])
+def test_the_vae_verdict_sits_on_the_right_side_of_its_thresholds(lowest, changed, ratio, keys):
+    from pipeline import emit
+
+    assert (emit.GLOBAL_SHARE, emit.GLOBAL_RATIO) == (0.01, 5.0)
+    r = {"images": [{"logvar_min": -5.0}, {"logvar_min": lowest}], "floor": -30.0,
+         "config": {"floor_margin": 0.5}, "experiment": {"anomalous": {"changed_outside": changed}}}
+    v = emit.vae_verdict(r, ratio)
+    assert (v["floor_key"], v["change_key"]) == keys
