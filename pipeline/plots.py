@@ -32,6 +32,28 @@ def _pyplot():
     return plt
 
 
+DPI = 200          # the saved PNG's resolution
+MIN_TEXT_PX = 11   # the smallest text the page shows, at the width it shows the plot
+
+
+def legible(figure, shown_px: int) -> None:
+    """Enlarge every text of `figure` (titles, labels, ticks, legends) so that, saved at DPI and
+    shown `shown_px` wide, none is smaller than MIN_TEXT_PX pixels; then lay it out again."""
+    from matplotlib.text import Text
+
+    least = MIN_TEXT_PX * figure.get_figwidth() * DPI / shown_px * 72 / DPI  # in points
+    for ax in figure.axes:  # tick labels are made as the axes are drawn: set their size
+        for axis in (ax.xaxis, ax.yaxis):
+            if min((t.label1.get_fontsize() for t in axis.get_major_ticks()), default=least) < least:
+                ax.tick_params(axis="x" if axis is ax.xaxis else "y", which="both",
+                               labelsize=least)
+    figure.canvas.draw()
+    for text in figure.findobj(Text):
+        if text.get_text() and text.get_fontsize() < least:
+            text.set_fontsize(least)
+    figure.tight_layout()
+
+
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
@@ -256,8 +278,11 @@ def run_evaluation(eval_json: str, out: str, which: str = "evaluation") -> None:
 
     data = read_json(eval_json)
     figure = EVALUATION_PLOTS[which](None, data)
+    from .spec import EVALUATION_PLOT_THUMB
+
+    legible(figure, EVALUATION_PLOT_THUMB)
     buf = io.BytesIO()
-    figure.savefig(buf, format="png", dpi=200, metadata={"Software": None})
+    figure.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     _pyplot().close(figure)
     prov = {"plot": which, "model": data["model"], "detector": data["detector"],
             "seeds": data["seeds"], "seed_range": data["seed_range"],
@@ -325,8 +350,9 @@ def run(spec_path: str, figure_id: str, probe_dir: str, vae_dir: str, images_dir
                                            "variant", "model", "model_preview", "device",
                                            "dtype", "torch", "diffusers")}}
     figure = PLOTS[fig.plot](fig, data)
+    legible(figure, fig.thumb)
     buf = io.BytesIO()
-    figure.savefig(buf, format="png", dpi=200, metadata={"Software": None})
+    figure.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     _pyplot().close(figure)
     prov = {"plot": fig.plot, "figure": fig.id, **made}
     with Image.open(buf) as img:

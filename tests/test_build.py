@@ -506,7 +506,7 @@ def _prose(markdown: str) -> str:
     """The article's prose as a reader types it: front matter, shortcodes (whose numbers come
     from the pipeline), code, link targets and named model versions removed."""
     text = re.sub(r"\A---\n.*?\n---\n", "", markdown, flags=re.S)
-    text = re.sub(r"\{\{<.*?>\}\}", " ", text, flags=re.S)
+    text = re.sub(r"\{\{[<%].*?[>%]\}\}", " ", text, flags=re.S)
     text = re.sub(r"```.*?```|`[^`]*`|<!--.*?-->", " ", text, flags=re.S)
     text = re.sub(r"\]\([^)]*\)", "]", text)
     return re.sub(r"\b(?:SD|SDXL|Stable Diffusion) ?\d+(?:\.(?:\d+|x))?", "MODEL", text)
@@ -663,3 +663,65 @@ def test_the_page_shows_every_prompt_in_full(project):
     text = " ".join(html.unescape(block).split())
     for key, prompt in spec.prompts.items():
         assert f"<code>{key}</code>" in text and " ".join(prompt.split()) in text, key
+
+
+WHEN = re.compile(r"\{\{% (/?)when(.*?)%\}\}", re.S)
+
+
+def _when_blocks(markdown: str) -> list[tuple[list[dict], str]]:
+    """Every {{% when %}} block of the article: the conditions it is nested in (its own last)
+    and its own text (nested blocks and other shortcodes removed)."""
+    blocks, stack, pos = [], [], 0
+    for m in WHEN.finditer(markdown):
+        if stack:
+            stack[-1]["text"] += markdown[pos:m.start()]
+        if m.group(1):
+            done = stack.pop()
+            blocks.append(([*(b["cond"] for b in stack), done["cond"]], done["text"]))
+        else:
+            cond = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+            stack.append({"cond": cond, "text": ""})
+        pos = m.end()
+    assert not stack, "an unclosed {{% when %}}"
+    return blocks
+
+
+def _holds(cond: dict, data: dict) -> bool:
+    if "value" in cond:
+        v = data
+        for part in cond["value"].split("."):
+            v = v[part]
+    else:
+        e = data["evaluation"]
+        if not e["applies"]:
+            return False
+        v = e["by"][cond["size"]][cond["variant"]][cond["field"]]
+    v = str(v)
+    return v in cond["is"].split("|") if "is" in cond else v not in cond["not"].split("|")
+
+
+def test_the_page_holds_exactly_the_verdicts_its_data_chooses(project):
+    """Each data-chosen sentence ({{% when %}}) is on the built page if and only if the build's
+    own numbers choose it: no verdict its data contradicts, none that it supports left out."""
+    data = json.loads((project / "build/data/article.json").read_text())
+    quotes = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"'})
+    def tidy(t: str) -> str:  # one space between words, none before punctuation
+        t = re.sub(r" ([;:,.)])", r"\1", " ".join(t.split()))
+        return t.replace("( ", "(").translate(quotes)
+
+    text = tidy(html.unescape(re.sub(r"<[^>]+>", " ", page(project))))
+    blocks = _when_blocks((project / "content/sd15-image-sizes.md").read_text())
+    assert len(blocks) >= 20
+    shown = 0
+    for conds, own in blocks:
+        plain = re.sub(r"[*`]|\]\([^)]*\)|\[", "", own)
+        runs = [r.split() for r in re.split(r"\{\{[<%].*?[>%]\}\}", plain, flags=re.S)]
+        words = max(runs, key=len)  # the longest stretch with no number filled in
+        if not any(runs):
+            continue  # only holds other blocks, which carry its condition
+        assert len(words) >= 5, f"a verdict too short to find on the page: {own!r}"
+        snippet = tidy(" ".join(words))
+        expected = all(_holds(c, data) for c in conds)
+        shown += expected
+        assert (snippet in text) == expected, (snippet, conds)
+    assert shown, "no data-chosen sentence is on the page"

@@ -334,3 +334,21 @@ def test_the_vae_verdict_sits_on_the_right_side_of_its_thresholds(lowest, change
          "config": {"floor_margin": 0.5}, "experiment": {"anomalous": {"changed_outside": changed}}}
     v = emit.vae_verdict(r, ratio)
     assert (v["floor_key"], v["change_key"]) == keys
+
+
+def test_plot_text_is_at_least_eleven_pixels_where_the_page_shows_it():
+    from matplotlib.text import Text
+
+    from pipeline import plots
+
+    plt = plots._pyplot()
+    figure, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    for ax in axes:
+        ax.plot([0, 1], [0, 1], label="a line")
+        ax.set_title("title", fontsize=7)
+        ax.legend(fontsize=6)
+    plots.legible(figure, 720)
+    shown = [t.get_fontsize() / 72 * plots.DPI * 720 / (14 * plots.DPI)
+             for t in figure.findobj(Text) if t.get_text()]
+    assert shown and min(shown) >= plots.MIN_TEXT_PX - 1e-6
+    plt.close(figure)
