@@ -1,6 +1,7 @@
 """The benchmark harnesses run (at a tiny size, on the CPU, with the preview model) and print and
 write the columns they promise. Their figures are measurements, not assertions."""
 import json
+import re
 import os
 
 import pytest
@@ -79,43 +80,94 @@ def _result_numbers() -> set[float]:
     return found
 
 
-def _unbacked(readme: str, results: set[float], allowed: dict[str, str]) -> list[str]:
-    """Measured-looking numbers in the README (decimals, thousands with commas) that no committed
-    result holds at the README's precision (a percentage may be a stored fraction)."""
-    import re
+NUMBER = re.compile(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?%?|(?<![\w.,])\d+\.\d+%?(?![\w.])")
+CITED = re.compile(r"([\w*.-]+?)\.(?:json|csv|\{json,csv\})\b")
 
-    text = re.sub(r"```.*?```|`[^`]*`", " ", readme, flags=re.S)
+
+def _cited_files(text: str) -> list[Path]:
+    """The committed results files a passage names (bare, with their folder, or as a glob)."""
+    out = []
+    for m in CITED.finditer(text):
+        stem = m.group(1).split("/")[-1]
+        out += sorted((ROOT / "benchmarks/results").glob(f"{stem}.json"))
+        out += sorted((ROOT / "benchmarks/results").glob(f"{stem}.csv"))
+    return out
+
+
+def _file_numbers(paths) -> set[float]:
+    found = set()
+    for path in paths:
+        found |= {float(m) for m in re.findall(r"-?\d+(?:\.\d+)?(?:e-?\d+)?", path.read_text())}
+    return found
+
+
+def _unbacked(doc: str, allowed: dict[str, str], results: set[float] | None = None) -> list[str]:
+    """Measured-looking numbers in a document (decimals, thousands with commas) that the results
+    file its paragraph cites (or, where the paragraph cites none, its section) does not hold at
+    the document's precision (a percentage may be a stored fraction). `results` instead checks
+    against a given set of numbers (for the check's own test)."""
+    text = re.sub(r"```.*?```", " ", doc, flags=re.S)
+    text = re.sub(r"\b(?:SD|SDXL|Stable Diffusion)\s?\d+(?:\.(?:\d+|x))?", "MODEL", text)
     missing = []
-    for m in re.finditer(r"(?<![\w.])\d{1,3}(?:,\d{3})+(?:\.\d+)?%?|(?<![\w.,])\d+\.\d+%?(?![\w.])",
-                         text):
-        token = m.group(0)
-        if token.rstrip("%") in allowed:
-            continue
-        value = float(token.rstrip("%").replace(",", ""))
-        if text[max(m.start() - 1, 0):m.start()] in ("−", "-"):  # typographic or ASCII minus
-            value = -value
-        places = len(token.rstrip("%").split(".")[1]) if "." in token else 0
-        candidates = {round(r, places) for r in results}
-        if token.endswith("%"):
-            candidates |= {round(r * 100, places) for r in results}
-        if value not in candidates:
-            missing.append(f"{token} in …{' '.join(text[m.start() - 60:m.end()].split())}")
+    for section in re.split(r"\n(?=#+ )", text):
+        section_files = _cited_files(section)
+        for para in re.split(r"\n\s*\n", section):
+            plain = re.sub(r"`[^`]*`", lambda m: " " if not CITED.search(m.group(0)) else m.group(0), para)
+            numbers = [m for m in NUMBER.finditer(re.sub(r"`[^`]*`", " ", para))
+                       if m.group(0).rstrip("%") not in allowed]
+            if not numbers:
+                continue
+            files = _cited_files(plain) or section_files
+            found = results if results is not None else _file_numbers(files)
+            if results is None and not files:
+                missing += [f"{m.group(0)} (no results file cited in its paragraph or section)"
+                            for m in numbers]
+                continue
+            body = re.sub(r"`[^`]*`", " ", para)
+            for m in numbers:
+                token = m.group(0)
+                value = float(token.rstrip("%").replace(",", ""))
+                if body[max(m.start() - 1, 0):m.start()] in ("−", "-"):  # a minus sign
+                    value = -value
+                places = len(token.rstrip("%").split(".")[1]) if "." in token else 0
+                candidates = {round(r, places) for r in found}
+                if token.endswith("%"):
+                    candidates |= {round(r * 100, places) for r in found}
+                if value not in candidates:
+                    where = ", ".join(f.name for f in files) or "the given numbers"
+                    missing.append(f"{token} (not in {where}) in "
+                                   f"…{' '.join(body[max(m.start() - 60, 0):m.end()].split())}")
     return missing
 
 
 README_NOT_MEASURED = {
     "3.10": "the Python version required",
     "5.7": "the UNet's parameter count (millions), checked against the shipped weights below",
+    "7.5": "SD's classifier-free guidance scale, a setting",
+    "0.068": "sqrt(alpha-bar) at SD's last timestep, cited from Lin et al. 2024",
 }
+DOCUMENTS = ("README.md", "docs/preview-model.md", "benchmarks/README.md")
 
 
-def test_every_figure_the_readme_quotes_is_in_a_committed_result():
-    results = _result_numbers()
-    missing = _unbacked((ROOT / "README.md").read_text(), results, README_NOT_MEASURED)
-    assert not missing, "README numbers with no result file behind them: " + "; ".join(missing)
-    # the check itself fails on a number no result holds
-    assert _unbacked("ours runs at 33.3% of the peak, 12.345 s", results, {})
-    assert _unbacked("a mean of −34.28 dB", results, {})  # the sign counts: 34.28 is stored
+@pytest.mark.parametrize("doc", DOCUMENTS)
+def test_every_figure_a_document_quotes_is_in_the_results_file_it_cites(doc):
+    missing = _unbacked((ROOT / doc).read_text(), README_NOT_MEASURED)
+    assert not missing, f"{doc}: numbers its cited results do not hold: " + "; ".join(missing)
+
+
+def test_the_citation_check_fails_where_it_should():
+    results = {0.3333, 12.34}
+    assert _unbacked("ours runs at 33.3% of the peak, 12.345 s", {}, results)
+    assert _unbacked("a mean of −34.28 dB", {}, {34.28})  # the sign counts
+    assert not _unbacked("a mean of −34.28 dB", {}, {-34.28})
+    # a number is looked up in the file its own paragraph cites, not in any file
+    some = sorted((ROOT / "benchmarks/results").glob("*.json"))[:2]
+    number = next(iter(_file_numbers([some[0]]) - _file_numbers([some[1]]) - {0.0}))
+    quoted = f"{number:.4f}".rstrip("0").rstrip(".")
+    if "." in quoted:
+        assert not _unbacked(f"it took {quoted} s (`{some[0].name}`)", {})
+        assert _unbacked(f"it took {quoted} s (`{some[1].name}`)", {})
+    assert _unbacked("it took 1,234.5 s", {})  # no file cited at all
 
 
 def test_the_parameter_count_the_readme_quotes_is_the_shipped_unet():
