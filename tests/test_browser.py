@@ -137,3 +137,23 @@ def test_on_a_phone_the_page_never_scrolls_sideways(server, browser):
         .slice(0, 5).map(e => e.tagName + '.' + e.className)""")
     page.close()
     assert width <= 390, (width, wide)
+
+
+@pytest.mark.parametrize("width", [1000, 390])
+def test_axe_finds_no_accessibility_violations(server, browser, width):
+    """axe-core (the copy axe-playwright-python ships) on the built page, every <details> open
+    so that the contact sheets and provenance tables are checked too, on a desktop and a phone
+    (where wide tables scroll in their own box and must take the keyboard's focus)."""
+    import json
+
+    import axe_playwright_python
+
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    page.goto(f"{server}/sd15-image-sizes/", wait_until="networkidle")
+    page.evaluate("document.querySelectorAll('details').forEach(d => d.open = true)")
+    page.add_script_tag(path=str(Path(axe_playwright_python.__file__).parent / "axe.min.js"))
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    problems = [f"{v['id']} ({v['impact']}): {v['help']} — {len(v['nodes'])} nodes, e.g. "
+                f"{json.dumps(v['nodes'][0]['target'])}" for v in result["violations"]]
+    assert not problems, "\n".join(problems)
+    page.close()
