@@ -139,6 +139,41 @@ def test_on_a_phone_the_page_never_scrolls_sideways(server, browser):
     assert width <= 390, (width, wide)
 
 
+def test_on_a_phone_labels_stay_with_their_images_and_thumbnails_keep_their_size(server, browser):
+    """At 390 px: every column heading of a headed grid sits over its own column's images (its
+    horizontal centre within the image's span), every thumbnail in a figure's table is shown at
+    its own width (one size per figure), and every thumbnail link opens an existing image."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(f"{server}/sd15-image-sizes/", wait_until="networkidle")
+    for box in page.locator("input.toggle").all():
+        box.check()
+    misplaced = page.evaluate("""() => [...document.querySelectorAll('.grid.headed')].flatMap(g => {
+        const heads = [...g.querySelectorAll('.row.headings .cell')];
+        return [...g.querySelectorAll('.row:not(.headings)')].flatMap(row =>
+          [...row.querySelectorAll('.cell img')].map((img, i) => {
+            const h = heads[i].getBoundingClientRect(), r = img.getBoundingClientRect();
+            const mid = (h.left + h.right) / 2;
+            return mid >= r.left && mid <= r.right ? null : g.closest('figure').id + ' #' + i;
+          })).filter(Boolean);
+      })""")
+    sizes = page.evaluate("""() => [...document.querySelectorAll('figure table.decoders')].map(t =>
+        [t.closest('figure').id, [...new Set([...t.querySelectorAll('img')].map(i =>
+          Math.round(i.getBoundingClientRect().width) + '/' + i.getAttribute('width')))]])""")
+    headed = page.evaluate("document.querySelectorAll('.grid.headed').length")
+    links = page.evaluate("""() => [...document.querySelectorAll('figure a > img')]
+        .map(i => i.parentElement.getAttribute('href'))""")
+    statuses = {href: page.request.get(f"{server}{href}" if href.startswith("/") else
+                                       f"{server}/sd15-image-sizes/{href}").status
+                for href in set(links)}
+    page.close()
+    assert headed and sizes and not misplaced, misplaced
+    for fid, shown in sizes:
+        assert len(shown) == 1, (fid, shown)  # one width in the figure
+        width, attr = shown[0].split("/")
+        assert abs(int(width) - int(attr)) <= 2, (fid, shown)  # and the file's own
+    assert links and all(code == 200 for code in statuses.values()), statuses
+
+
 @pytest.mark.parametrize("width", [1000, 390])
 def test_axe_finds_no_accessibility_violations(server, browser, width):
     """axe-core (the copy axe-playwright-python ships) on the built page, every <details> open
