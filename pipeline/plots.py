@@ -88,7 +88,7 @@ def entropy(fig, stats: dict):
                 axes[row][col].plot(xs, ys, color=colour, marker=marker, linestyle=style,
                                     label=variant, markersize=4, linewidth=1.4)
         top = axes[0][col]
-        top.set_title(f"UNet level {level} ({n_train[level]} keys at the trained size)")
+        top.set_title(f"UNet level {level}\n({n_train[level]} keys at the trained size)")
         axes[0][col].set_ylabel("mean entropy (nats)" if col == 0 else "")
         axes[1][col].set_ylabel("mean total weight" if col == 0 else "")
         axes[1][col].set_xlabel("image side (px)")
@@ -101,7 +101,7 @@ def entropy(fig, stats: dict):
     step, sigma = first["step"], first["sigma"]
     seeds = len(next(iter(stats.values())))
     out.suptitle(f"Self-attention at sampling step {step + 1} of {first['provenance']['steps']} "
-                 f"(σ = {sigma:.2f}), mean over layers and {seeds} seed(s); dashed: trained size")
+                 f"(σ = {sigma:.2f}), mean over layers and {seeds} seed(s)\ndashed: trained size")
     out.tight_layout()
     return out
 
@@ -191,8 +191,8 @@ def perturbation(fig, data: dict):
         ax.add_patch(Rectangle((e["x"] * f - 0.5, e["y"] * f - 0.5), f, f, fill=False,
                                edgecolor="#00e5ff", linewidth=1.2))
         label = name if name == "ordinary" or result["subject_flagged"] else "lowest (unflagged)"
-        ax.set_title(f"{label} position ({e['y']}, {e['x']}), log-variance {e['logvar']:.1f}\n"
-                     f"{e['changed_outside']:.1%} of pixels outside the patch changed "
+        ax.set_title(f"{label} position ({e['y']}, {e['x']})\nlog-variance {e['logvar']:.1f}; "
+                     f"{e['changed_outside']:.1%} of pixels\noutside the patch changed "
                      f"> {e['threshold']:g}")
         ax.axis("off")
     out.colorbar(shown, ax=list(axes), label="absolute change (0..1, mean over RGB)")
@@ -252,7 +252,7 @@ def sweeps(fig, data: dict):
                         label=name, markersize=5)
         ax.set_xticks(list(xs), ["usual" if v == "usual" else data["labels"][v]
                                  for v in sweep["variants"]], rotation=20, fontsize=11)
-        ax.set_title(f"{sweep['title']} ({sweep['size']}×{sweep['size']})", fontsize=12)
+        ax.set_title(f"{sweep['title']}\n({sweep['size']}×{sweep['size']})", fontsize=12)
         ax.set_xlabel(sweep["axis"], fontsize=11)
         ax.set_ylim(-0.02, 1.02)
         ax.set_ylabel("share of images", fontsize=11)

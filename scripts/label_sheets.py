@@ -1,0 +1,72 @@
+"""Make numbered sheets of evaluated generations for labelling the detector's classes by eye.
+
+    python scripts/label_sheets.py OUT_DIR        # after `doit eval_seeds=32` (latents cached)
+
+Picks a fixed, stratified set of the evaluation's generations (PLAN: per size and variant, the
+first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (12 images
+a sheet, each numbered) and OUT_DIR/index.json (number -> generation id). The labels a person
+gives them live in tests/data/detector_labels.json, which tests/test_detector_labels.py compares
+with the frozen evaluation's classes.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PLAN = {  # (size, variant): generations, the first seeds of the evaluation's range
+    (768, "usual"): 16, (768, "redilate"): 12, (768, "deep-shrink"): 12, (768, "window"): 8,
+    (768, "hires-fix"): 12, (768, "redilate-l0123"): 8, (768, "topk-denominator"): 8,
+    (768, "redilate-t20"): 8, (640, "usual"): 12, (640, "redilate"): 8, (640, "deep-shrink"): 8,
+    (640, "hires-fix"): 8, (512, "usual"): 24, (384, "usual"): 16, (384, "logit-scale"): 4,
+    (256, "usual"): 12, (256, "deep-enlarge"): 8, (256, "hires-fix"): 8, (200, "usual"): 12,
+    (200, "deep-enlarge"): 8, (200, "hires-fix"): 8,
+}
+PER_SHEET, COLUMNS, SIDE = 12, 4, 256
+
+
+def chosen(spec, geometry) -> list:
+    cells = spec.evaluation_cells(spec.evaluation["seeds"], geometry)
+    out = []
+    for (size, variant), n in PLAN.items():
+        out += cells[((size, size), variant)][:n]
+    return list(dict.fromkeys(out))
+
+
+def main() -> None:
+    import torch
+    from PIL import Image, ImageDraw
+
+    from pipeline import decode, model, spec as specmod
+    from pipeline.sampling import load_latents
+
+    out = Path(sys.argv[1])
+    out.mkdir(parents=True, exist_ok=True)
+    spec = specmod.load(ROOT / "figures.toml")
+    comps = model.load(str(ROOT / "build/model.json"), "cpu", "none")
+    gens = chosen(spec, comps.info["geometry"])
+    index = {}
+    for start in range(0, len(gens), PER_SHEET):
+        rows = -(-PER_SHEET // COLUMNS)
+        sheet = Image.new("RGB", (COLUMNS * (SIDE + 4), rows * (SIDE + 4)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for k, g in enumerate(gens[start:start + PER_SHEET]):
+            z, _ = load_latents(ROOT / "build/latents" / f"{g.id}.safetensors")
+            with torch.no_grad():
+                img = decode.to_pil(decode.vae(z[None], comps.vae)[0]).resize((SIDE, SIDE))
+            x, y = (k % COLUMNS) * (SIDE + 4), (k // COLUMNS) * (SIDE + 4)
+            sheet.paste(img, (x, y))
+            number = start + k
+            draw.rectangle((x, y, x + 26, y + 14), fill="black")
+            draw.text((x + 3, y + 2), str(number), fill="yellow")
+            index[number] = g.id
+        sheet.save(out / f"sheet-{start // PER_SHEET:02d}.png")
+    (out / "index.json").write_text(json.dumps(index, indent=1))
+    print(f"{len(gens)} generations on {-(-len(gens) // PER_SHEET)} sheets in {out}")
+
+
+if __name__ == "__main__":
+    main()
