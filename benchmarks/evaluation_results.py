@@ -29,6 +29,9 @@ def paired(cell: dict) -> dict:
             "two_plus_diff_lo": round(two["difference_ci"][0], 4),
             "two_plus_diff_hi": round(two["difference_ci"][1], 4),
             "two_plus_mcnemar_p": round(two["p_value"], 4),
+            **({"malformed_diff_vs_usual": round(vs["malformed"]["difference"], 4),
+                "malformed_mcnemar_p": round(vs["malformed"]["p_value"], 4)}
+               if "malformed" in vs else {}),
             "colour_error_diff_vs_usual": round(vs["colour_error"]["difference"], 3)}
 
 
@@ -57,7 +60,10 @@ def main() -> None:
                      "exactly_one": round(c["exactly_one"], 4),
                      "exactly_one_lo": round(c["exactly_one_ci"][0], 4),
                      "exactly_one_hi": round(c["exactly_one_ci"][1], 4),
-                     "none": round(c["none"], 4), "colour_error": round(c["colour_error"], 3),
+                     "none": round(c["none"], 4), "malformed": round(c.get("malformed", 0), 4),
+                     "malformed_lo": round(c.get("malformed_ci", [0, 0])[0], 4),
+                     "malformed_hi": round(c.get("malformed_ci", [0, 0])[1], 4),
+                     "colour_error": round(c["colour_error"], 3),
                      "colour_error_lo": round(c["colour_error_ci"][0], 3),
                      "colour_error_hi": round(c["colour_error_ci"][1], 3),
                      **paired(c)})

@@ -232,8 +232,8 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
                                ("malformed", "malformed")):
                 d = vs[key]
                 cell[f"{short}_diff"] = signed(percent(d["difference"]))
-                cell[f"{short}_diff_ci"] = "{}–{}".format(*(signed(percent(x))
-                                                            for x in d["difference_ci"]))
+                cell[f"{short}_diff_ci"] = "{} to {}".format(*(signed(percent(x))
+                                                               for x in d["difference_ci"]))
                 cell[f"{short}_p"] = f"{d['p_value']:.2g}"
                 cell[f"{short}_verdict"] = verdict(d, same)
     source = result.get("source", {"mode": "computed"})
