@@ -1,0 +1,45 @@
+"""The detector against labels given by looking at the images: tests/data/detector_labels.json
+holds a class for each of 220 evaluated generations (every evaluated size, the usual UNet and the
+variants that change it most), made with scripts/label_sheets.py. The frozen evaluation's records
+(frozen/evaluation.json, which tests/test_freeze.py holds to today's code) hold the detector's
+class for the same generations; agreement is reported per size on the page's four classes."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from pipeline import detector, spec as specmod
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = json.loads((ROOT / "tests/data/detector_labels.json").read_text())["labels"]
+TARGET = 0.95  # agreement the detector is meant to reach at every size
+
+
+def agreement() -> dict[int, tuple[int, int]]:
+    records = json.loads((ROOT / "frozen/evaluation.json").read_text())["records"]
+    out = defaultdict(lambda: [0, 0])
+    for gen, label in LABELS.items():
+        r = records[gen]
+        out[r["width"]][0] += r["class"] == label
+        out[r["width"]][1] += 1
+    return {size: tuple(v) for size, v in sorted(out.items())}
+
+
+def test_the_labels_cover_every_evaluated_size_with_the_page_s_classes():
+    spec = specmod.load(ROOT / "figures.toml")
+    records = json.loads((ROOT / "frozen/evaluation.json").read_text())["records"]
+    assert len(LABELS) >= 200
+    assert set(LABELS.values()) == set(detector.CLASSES)
+    assert set(LABELS) <= set(records), "a label names a generation the evaluation does not have"
+    assert {records[g]["width"] for g in LABELS} == {w for w, _ in spec.evaluation["sizes"]}
+
+
+@pytest.mark.xfail(strict=True, reason="the detector misses one-eyed and noise-wrecked faces and "
+                                       "ghost heads without eyes: 80% at 768x768, 85% at 384x384")
+def test_the_detector_agrees_with_the_labels_at_every_size():
+    found = agreement()
+    print("detector vs labels: " + ", ".join(f"{s}: {a}/{n}" for s, (a, n) in found.items()))
+    assert all(a / n >= TARGET for a, n in found.values()), found
