@@ -102,9 +102,7 @@ def vae_summary(vae_json: Path) -> dict:
            "size": "{}×{}".format(*r["config"]["size"]),
            "subject_flagged": "yes" if r["subject_flagged"] else "no", "vae": r["vae"]["id"],
            "scaling_factor": r["vae"]["scaling_factor"],
-           "perturbation": r["config"]["perturbation"],
-           "spot": ("flagged position" if r["subject_flagged"]
-                    else "lowest-variance position (none was flagged in this image)")}
+           "perturbation": r["config"]["perturbation"]}
     for name in ("anomalous", "ordinary"):
         out[f"{name}_changed"] = f"{e[name]['changed_outside']:.1%}"
         out[f"{name}_mean"] = f"{e[name]['mean_change_outside']:.4f}"
@@ -155,32 +153,6 @@ def verdict(paired: dict, same_images: bool) -> str:
     return "lower" if paired["difference"] < 0 else "higher"
 
 
-def layout_verdict(by_size: dict, convolution: str, attention: str) -> str:
-    """Which side of the UNet this build's duplication answers to, from the paired tests of a
-    convolution-side and an attention-side change: "convolutions", "attention", "both" or
-    "neither" (a change counts when it gives significantly fewer images with two or more
-    characters than the usual UNet)."""
-    fewer = [by_size.get(v, {}).get("two_verdict") == "lower" for v in (convolution, attention)]
-    return {(True, False): "convolutions", (False, True): "attention", (True, True): "both",
-            (False, False): "neither"}[tuple(fewer)]
-
-
-def compare(paired: dict, same_images: bool, lower: str, higher: str, what: str) -> str:
-    """A variant against the usual attention on the same seeds, in words. A difference is
-    claimed only where the paired test finds one (McNemar's exact test for a share, the paired
-    bootstrap interval for the colour error) and each cell has at least MIN_COMPARED
-    generations; a cell that is the usual attention's own images says so."""
-    if same_images:
-        return f"the same {what} as the usual attention (the same images)"
-    n = paired.get("n", MIN_COMPARED)
-    if n < MIN_COMPARED:
-        return (f"a {what} that {n} generation{'s' if n != 1 else ''} per cell cannot tell from "
-                f"the usual attention's")
-    if not paired["significant"]:
-        return "no difference from the usual attention that this many seeds can show"
-    return (lower if paired["difference"] < 0 else higher) + " than the usual attention"
-
-
 def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
     """The evaluation for the page: per-cell numbers formatted for the table and the prose, the
     plot's and the contact sheets' files (recorded in the manifest with their provenance)."""
@@ -220,13 +192,6 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
             mine = measured[(size, variant)]
             same = mine["sampled_as"] == "usual"
             vs = mine["vs_usual"]
-            cell["two_vs_usual"] = compare(vs["two_plus"], same,
-                                           "fewer images with two or more characters",
-                                           "more images with two or more characters",
-                                           "duplication share")
-            cell["colour_vs_usual"] = compare({**vs["colour_error"], "n": mine["n"]}, same,
-                                              "a lower colour error", "a higher colour error",
-                                              "colour error")
             cell["colour_verdict"] = verdict({**vs["colour_error"], "n": mine["n"]}, same)
             for short, key in (("two", "two_plus"), ("one", "exactly_one"),
                                ("malformed", "malformed")):

@@ -38,7 +38,7 @@ MIN_EVAL_SEEDS = 32  # the full evaluation: at least this many generations per (
 # fills them; tests/test_stages.py checks that the two agree). Only VAE-analysis plots have them.
 CAPTION_FIELDS = ("threshold", "images", "flagged_images", "floor", "ceiling", "floor_margin",
                   "robust_z", "size", "subject_flagged", "vae",
-                  "scaling_factor", "perturbation", "spot", "anomalous_changed", "anomalous_mean",
+                  "scaling_factor", "perturbation", "anomalous_changed", "anomalous_mean",
                   "anomalous_logvar", "ordinary_changed", "ordinary_mean", "ordinary_logvar",
                   "ratio", "lowest_logvar", "floor_key", "change_key", "global_share",
                   "global_ratio")

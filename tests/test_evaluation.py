@@ -154,21 +154,6 @@ def test_compare_pairs_a_variant_with_the_usual_attention_seed_by_seed():
     assert not intervals.compare(usual, usual)["two_plus"]["significant"]
 
 
-@pytest.mark.parametrize("paired, same, expected", [
-    ({"n": 32, "significant": True, "difference": -0.3}, False, "fewer duplicates than"),
-    ({"n": 32, "significant": True, "difference": 0.2}, False, "more duplicates than"),
-    ({"n": 32, "significant": False, "difference": -0.3}, False, "no difference from"),
-    ({"n": 4, "significant": True, "difference": -0.5}, False, "4 generations per cell cannot"),
-    ({"n": 1, "significant": False, "difference": 0.0}, False, "1 generation per cell cannot"),
-    ({"n": 1, "significant": False, "difference": 0.0}, True, "the same share as the usual"),
-])
-def test_the_page_claims_a_difference_only_where_the_paired_test_does(paired, same, expected):
-    from pipeline import emit
-
-    got = emit.compare(paired, same, "fewer duplicates", "more duplicates", "share")
-    assert expected in got, got
-
-
 def test_on_a_model_the_detector_does_not_know_the_evaluation_is_left_out(tmp_path):
     import json
 
@@ -198,14 +183,3 @@ def test_verdict_keys_sit_on_the_right_side_of_their_thresholds(paired, same, ke
     from pipeline import emit
 
     assert emit.verdict(paired, same) == key
-
-
-@pytest.mark.parametrize("conv, attn, answer", [
-    ("lower", "no-difference", "convolutions"), ("no-difference", "lower", "attention"),
-    ("lower", "lower", "both"), ("higher", "no-difference", "neither"),
-    ("too-few", "too-few", "neither")])
-def test_the_layout_verdict_names_the_side_whose_change_lowers_duplication(conv, attn, answer):
-    from pipeline import emit
-
-    by = {"redilate": {"two_verdict": conv}, "window": {"two_verdict": attn}}
-    assert emit.layout_verdict(by, "redilate", "window") == answer
