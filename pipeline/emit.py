@@ -394,6 +394,9 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
         "probe": probe_summary(spec, probe_dir, g["train_size"]),
         "vae_anomaly": vae,
         "sampling": spec.sampling,
+        "variants": {name: {**v, **({"until_pct": percent(v["until"])} if "until" in v else {}),
+                            **({"denoise_pct": percent(v["denoise"])} if "denoise" in v else {})}
+                     for name, v in spec.variants.items()},
         "prompts": spec.prompts,
         "approx": {"source": class_source(approx_source, "ApproxDecoder"), "fit": fit},
         "figures": figures,

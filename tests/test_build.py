@@ -103,7 +103,8 @@ def test_manifest_records_what_made_each_image(project):
              | {im.thumb_file(w) for im, w in spec.thumbs()})
     evaluation = json.loads((project / "build/eval/evaluation.json").read_text())
     sheets = {c["sheet"] for c in evaluation["cells"]}
-    plots = {"plot.evaluation.png", "plot.evaluation.w720.png"}
+    plots = {f for p in specmod.EVALUATION_PLOTS
+             for f in (p.file, p.thumb_file(specmod.EVALUATION_PLOT_THUMB))}
     assert set(manifest["images"]) == names | sheets | plots
     for name, rec in manifest["images"].items():
         data = (project / "static/images" / name).read_bytes()
@@ -130,7 +131,7 @@ def test_preview_banner_and_provenance_are_on_the_page(project):
     assert text.count('<details class="provenance">') == len(specmod.load(project / "figures.toml").figures)
     assert "<td>715317074</td>" in text and not re.search(r"\d\.\d+e\+\d", text)  # no 7.15e+08
     assert re.search(r'title="miko · seed 715317074 · 768×768 · 22 steps dpmpp_2m \(karras\) · '
-                     r'CFG 7.5 · attention usual · VAE decode · preview-sd15-miniature@', text)
+                     r'CFG 7.5 · variant usual · VAE decode · preview-sd15-miniature@', text)
 
 
 def test_numbers_come_from_the_model_config(project):
@@ -346,7 +347,7 @@ def test_compare_figures_put_each_variant_beside_the_usual_attention(project):
         for row, gens in zip(rows, fig.compare_rows()):
             assert len({(g.prompt, g.seed) for g in gens}) == 1  # one seed per row
             titles = re.findall(r'title="([^"]+)"', row)
-            assert [re.search(r"attention (\S+)", t).group(1) for t in titles] == list(fig.variants)
+            assert [re.search(r"variant (\S+)", t).group(1) for t in titles] == list(fig.variants)
     # a usual column that another figure also shows is that very generation, sampled once
     shown = {g for f in spec.figures if f.layout != "compare" for g in f.cells}
     shared = [g for f in compares for g in f.cells if g in shown]
@@ -426,8 +427,8 @@ def test_the_miniature_shows_the_failures_on_this_builds_images(project):
         assert m["summary"][small]["usual"]["colour_error"] > at512["colour_error"]
     # the page quotes the measured shares
     flat = " ".join(re.sub(r"<[^>]+>", "", page(project)).split())
-    assert (f"two or more characters in {round(100 * at768['two_plus'])}% of the "
-            f"{at768['n']} images") in flat
+    assert (f"In the {at768['n']} images above at 768×768 it finds two or more characters in "
+            f"{round(100 * at768['two_plus'])}%") in flat
 
 
 def test_plots_are_images_with_provenance(project):
@@ -499,6 +500,8 @@ PROSE_NUMBERS = {
     ("1", "1/√"): "the usual attention scale, 1/√d, in a formula",
     ("0.18215", "SD 1.5's 0.18215"): "SD 1.5's published VAE scaling factor, cited",
     ("0.13025", "0.13025 against"): "SDXL's published VAE scaling factor, cited",
+    ("30", "30 of 50 steps"): "ScaleCrafter's published step window for SD 1.5, cited",
+    ("50", "30 of 50 steps"): "ScaleCrafter's published step count for SD 1.5, cited",
 }
 
 
@@ -582,16 +585,25 @@ def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
     assert result["generations"] == {k: frozen["records"][k] for k in result["generations"]}
     assert result["detector"] and result["model_sha256"]
     text = page(project)
-    block = re.search(r'<figure class="fig fig-evaluation".*?</figure>', text, re.S).group(0)
+    block = re.search(r'<figure class="fig fig-evaluation" id="evaluation".*?</figure>', text,
+                      re.S).group(0)
     assert (f"computed by <code>doit eval_seeds={frozen['seeds']}</code> on {frozen['date']}"
             in " ".join(block.split()))
     assert f'href="/images/{data["plot"]["full"]}"' in block
     assert (project / "public/images" / data["plot"]["full"]).exists()
     cells = re.findall(r'<td data-variant="([^"]+)" data-counts="([^"]*)">', block)
-    assert len(cells) == len(result["cells"]) == len(spec.evaluation["sizes"]) * len(
-        spec.evaluation["variants"])
+    assert len(cells) == len(spec.evaluation["sizes"]) * len(spec.evaluation["variants"])
+    blocks = re.findall(r'<figure class="fig fig-evaluation".*?</figure>', text, re.S)
+    assert len(blocks) >= 3  # section 6's, the convolution side's and the sweeps'
+    sweeps = re.search(r'<figure class="fig fig-evaluation" id="evaluation-sweeps".*?</figure>',
+                       text, re.S).group(0)
+    assert f'href="/images/{data["sweeps_plot"]["full"]}"' in sweeps
     by_cell = {(c["width"], c["variant"]): c for c in result["cells"]}
-    rows = re.findall(r'<tr data-size="(\d+)">(.*?)</tr>', block, re.S)
+    shown = {(int(size), v) for b in blocks
+             for size, row in re.findall(r'<tr data-size="(\d+)">(.*?)</tr>', b, re.S)
+             for v in re.findall(r'<td data-variant="([^"]+)" data-counts=', row)}
+    assert shown == set(by_cell)  # every measured cell is in some table, and nothing else
+    rows = [r for b in blocks for r in re.findall(r'<tr data-size="(\d+)">(.*?)</tr>', b, re.S)]
     for size, row in rows:
         for variant, counts in re.findall(r'<td data-variant="([^"]+)" data-counts="([^"]*)">', row):
             cell = by_cell[(int(size), variant)]
