@@ -17,12 +17,12 @@ from doit import get_var
 from doit.task import clean_targets
 from doit.tools import config_changed
 
-from pipeline import freeze, geometry, hugo, model, speedups, spec as specmod, variants
+from pipeline import documents, freeze, geometry, hugo, model, speedups, spec as specmod, variants
 from pipeline.files import prune, remove_stale_temps
 from pipeline.progress import Reporter
 from pipeline.spec import Image, digest
 
-DOIT_CONFIG = {"default_tasks": ["hugo"], "dep_file": "build/.doit.db", "verbosity": 2,
+DOIT_CONFIG = {"default_tasks": ["hugo", "docs"], "dep_file": "build/.doit.db", "verbosity": 2,
                "reporter": Reporter,
                "action_string_formatting": "new"}
 
@@ -110,7 +110,7 @@ def call(target: str, *args):
     module, function = target.split(":")
     try:
         getattr(importlib.import_module(f"pipeline.{module}"), function)(*map(str, args))
-    except (specmod.SpecError, model.ModelError) as err:
+    except (specmod.SpecError, model.ModelError, documents.DocumentError) as err:
         return TaskFailed(f"error: {err}")
 
 
@@ -368,3 +368,13 @@ def task_hugo():
                          *code("hugo")],
             "targets": [str(SITE_INDEX)], "uptodate": [lambda: hugo.unchanged("public")],
             "clean": ["rm -rf public build/public.partial", f"rm -f {hugo.STATE}"]}
+
+
+def task_docs():
+    """Render benchmarks/README.md and docs/preview-model.md from their templates under
+    docs/templates/ and the committed results files (the rendered files are committed too)."""
+    return {"actions": [(call, ["documents:run"])],
+            "file_dep": [str(p.relative_to(documents.ROOT)) for d in (documents.TEMPLATES,
+                         documents.RESULTS) for p in sorted(d.iterdir()) if p.is_file()]
+                        + code("documents"),
+            "targets": list(documents.DOCUMENTS)}

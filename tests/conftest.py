@@ -15,7 +15,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["dodo.py", "figures.toml", "pipeline", "models", "site", "content", "frozen",
-                 "static/images/.gitkeep"]
+                 "static/images/.gitkeep", "docs", "benchmarks/results", "benchmarks/README.md"]
 
 
 def copy_project(dest: Path) -> Path:
