@@ -15,18 +15,23 @@ Two stages, as SD itself was made:
    the time so that classifier-free guidance against the empty prompt means what it means in SD.
    The weights kept are an exponential moving average.
 
-Every random draw (data, crops, timesteps, noise) is seeded by (seed, step), so a run stopped at
-a checkpoint and resumed gives the run that was never stopped. `run` writes the model in
-diffusers layout (fp16 weights) with `training.json`: the provenance and the loss curves.
+Both stages run in one resumable loop (pipeline/training_loop.py: Accelerate's checkpoints, with
+diffusers' EMAModel for the UNet's averaged weights and `compute_snr` for its loss weights).
+Every random draw (data, crops, timesteps, noise) is seeded by (seed, step), and a checkpoint
+holds the loop's whole state, so a run stopped at any step and resumed gives the run that was
+never stopped; a checkpoint made under other settings is refused. `run` writes the model in
+diffusers layout (fp16 weights) with `training.json`: the provenance, the loss curves and the
+whole run's time.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -36,6 +41,7 @@ import torch  # noqa: E402
 
 from . import approx_decoder, portraits, preview_model  # noqa: E402
 from .files import atomic_write, json_bytes  # noqa: E402
+from .training_loop import CheckpointError, Stage, checkpoint_folder, fit, lr_at  # noqa: E402,F401
 
 CAPTION_DROPOUT = 0.1
 
@@ -103,36 +109,11 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
 
 
-def lr_at(step: int, base: float, warmup: int, total: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth."""
-    if step < warmup:
-        return base * (step + 1) / warmup
-    t = (step - warmup) / max(total - warmup, 1)
-    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
-
-
 def _autocast(device: str):
     """bf16 autocast on every device: on a CPU with AMX (these machines' Xeons) a UNet step at
     batch 16 took about 1.2 s instead of 2.0 s in fp32 (timed once by hand, not a benchmark);
     the GPU runs used it from the start."""
     return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16)
-
-
-@dataclass
-class Elapsed:
-    """Wall seconds a run has cost over all its invocations: each checkpoint records the total so
-    far, and a resumed invocation continues from the largest it loads. Time an interrupted
-    invocation spent after its last checkpoint is redone and not counted; a checkpoint written
-    before checkpoints carried a time makes the total unknown (None)."""
-    start: float = field(default_factory=time.time)
-    earlier: float | None = 0.0
-
-    def resumed(self, state: dict) -> None:
-        prior = state.get("seconds")
-        self.earlier = None if prior is None or self.earlier is None else max(self.earlier, prior)
-
-    def total(self) -> float | None:
-        return None if self.earlier is None else self.earlier + time.time() - self.start
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -143,36 +124,42 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     atomic_write(path, buf.getvalue())
 
 
+VAE_FIELDS = ("seed", "size", "vae_images", "vae_steps", "vae_batch", "vae_crop", "vae_lr",
+              "kl_weight", "colour_weight", "warmup")
+
+
+def stage_settings(s: Settings, stage: str, captions: list[str]) -> dict:
+    """What decides a stage's result: a checkpoint made under anything else is refused. The VAE
+    stage depends on its own fields and the images; the UNet stage on every setting (the
+    latents it trains on come from the VAE's), except how often it checkpoints."""
+    fields = asdict(s)
+    if stage == "vae":
+        fields = {k: fields[k] for k in VAE_FIELDS}
+    else:
+        fields.pop("checkpoint_every")
+    return {**fields, "renderer_version": portraits.VERSION, "captions": list(captions),
+            "caption_dropout": CAPTION_DROPOUT}
+
+
 def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
-              deadline: float, elapsed: Elapsed | None = None) -> tuple[list, bool]:
-    """Stage 1. Returns the loss curve and whether the stage finished."""
-    ckpt = work / "vae.pt"
+              deadline: float = math.inf, captions: list[str] | None = None,
+              stop_at: int | None = None):
+    """Stage 1 on `images` (uint8 NHWC). Returns the loop's Progress (curve: reconstruction MSE)
+    and whether the stage finished."""
     head = colour_head(vae, s.seed).to(device)
-    params = list(vae.parameters()) + (list(head.parameters()) if s.colour_weight else [])
-    opt = torch.optim.AdamW(params, lr=s.vae_lr, weight_decay=0.0)
-    step, curve = 0, []
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=device)
-        vae.load_state_dict(state["vae"])
-        if "head" in state:  # checkpoints from before the colour term have none
-            head.load_state_dict(state["head"])
-        opt.load_state_dict(state["opt"])
-        step, curve = state["step"], state["curve"]
-        if elapsed:
-            elapsed.resumed(state)
-    vae.train()
-    bar = _progress(s.vae_steps, step, "vae")
+    modules = [vae] + ([head] if s.colour_weight else [])
+    opt = torch.optim.AdamW([p for m in modules for p in m.parameters()], lr=s.vae_lr,
+                            weight_decay=0.0)
     n, side = len(images), images.shape[1]
-    while step < s.vae_steps:
-        g = _rng(s.seed, 1, step)
+
+    def step(k: int):
+        g = _rng(s.seed, 1, k)
         idx = torch.randint(n, (s.vae_batch,), generator=g).numpy()
         ys = torch.randint(side - s.vae_crop + 1, (s.vae_batch,), generator=g).tolist()
         xs = torch.randint(side - s.vae_crop + 1, (s.vae_batch,), generator=g).tolist()
         crops = np.stack([images[i, y:y + s.vae_crop, x:x + s.vae_crop]
                           for i, y, x in zip(idx, ys, xs)])
         x = to_tensor(crops).to(device)
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, s.vae_lr, s.warmup, s.vae_steps)
         with _autocast(device):
             posterior = vae.encode(x).latent_dist
             z = posterior.mean + posterior.std * torch.randn(
@@ -182,24 +169,14 @@ def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
         loss = mse + s.kl_weight * posterior.kl().mean()
         if s.colour_weight:
             loss = loss + s.colour_weight * colour_loss(head, posterior.mean.float(), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        if step % max(1, min(25, s.vae_steps // 20)) == 0 or step == s.vae_steps:
-            curve.append([step, round(mse.item(), 6)])
-            bar.set_postfix(mse=f"{mse.item():.5f}")
-        bar.update(1)
-        if step % s.checkpoint_every == 0 or step == s.vae_steps or time.time() > deadline:
-            _save_checkpoint(ckpt, {"vae": vae.state_dict(), "head": head.state_dict(),
-                                    "opt": opt.state_dict(), "step": step, "curve": curve,
-                                    "seconds": elapsed.total() if elapsed else None})
-            if time.time() > deadline and step < s.vae_steps:
-                bar.close()
-                return curve, False
-    bar.close()
+        return loss, mse.item()
+
+    stage = Stage("vae", s.vae_steps, s.vae_lr, s.warmup, s.checkpoint_every,
+                  stage_settings(s, "vae", captions or []), label="mse")
+    progress, done = fit(stage, modules, opt, step, work, device, deadline, stop_at,
+                         progress=_progress)
     vae.eval()
-    return curve, True
+    return progress, done
 
 
 def colour_head(vae, seed: int) -> torch.nn.Conv2d:
@@ -253,52 +230,50 @@ def encode(vae, images: np.ndarray, device: str, batch: int = 32,
     return torch.cat(out)
 
 
-def snr_weights(alphas_cumprod: torch.Tensor, gamma: float) -> torch.Tensor:
+def noise_scheduler():
+    """SD 1.5's training schedule as a diffusers scheduler (for `compute_snr`)."""
+    from diffusers import DDPMScheduler
+
+    keys = ("beta_start", "beta_end", "beta_schedule", "num_train_timesteps")
+    return DDPMScheduler(**{k: preview_model.SCHEDULER[k] for k in keys})
+
+
+def snr_weights(snr: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-γ weights for an epsilon-prediction loss (Hang et al. 2023): min(SNR, γ) / SNR,
-    with SNR = ᾱ / (1 − ᾱ). Noisy timesteps (SNR ≤ γ) keep weight 1; nearly clean ones, whose
-    noise is easy to predict and which teach little about structure, weigh less."""
-    snr = alphas_cumprod / (1 - alphas_cumprod)
+    with SNR = ᾱ / (1 − ᾱ) (diffusers' `compute_snr`). Noisy timesteps (SNR ≤ γ) keep weight 1;
+    nearly clean ones, whose noise is easy to predict and which teach little about structure,
+    weigh less."""
     return snr.clamp(max=gamma) / snr
 
 
-def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, alphas_cumprod: torch.Tensor,
+def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, snr: torch.Tensor,
                  gamma: float = 0.0) -> torch.Tensor:
     """The UNet's loss: mean squared error of the predicted noise; with `gamma`, each item's
-    error weighted by snr_weights at its timestep."""
+    error weighted by snr_weights at its timestep's SNR."""
     if not gamma:
         return torch.nn.functional.mse_loss(pred, noise)
     per_item = (pred - noise).pow(2).mean(tuple(range(1, pred.dim())))
-    return (snr_weights(alphas_cumprod, gamma) * per_item).mean()
+    return (snr_weights(snr, gamma) * per_item).mean()
 
 
 def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: torch.Tensor,
                caption_index: torch.Tensor, s: Settings, device: str, work: Path,
-               deadline: float, elapsed: Elapsed | None = None) -> tuple[list, bool, int]:
-    """Stage 2: epsilon prediction with caption dropout; returns (loss curve, finished, step)."""
-    from . import schedule
+               deadline: float = math.inf, captions: list[str] | None = None,
+               stop_at: int | None = None):
+    """Stage 2: epsilon prediction with caption dropout. Returns the loop's Progress (curve: the
+    running loss) and whether the stage finished; the modules are left holding the averaged
+    (EMA) weights."""
+    from diffusers.training_utils import EMAModel, compute_snr
 
-    alphas = schedule.training_alphas_cumprod(preview_model.SCHEDULER).to(device)
-    ckpt = work / "unet.pt"
+    scheduler = noise_scheduler()
+    alphas = scheduler.alphas_cumprod.to(device)
     params = list(unet.parameters()) + list(text.parameters())
     opt = torch.optim.AdamW(params, lr=s.unet_lr, weight_decay=0.01)
-    ema = [p.detach().clone() for p in params]
-    step, curve = 0, []
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location=device)
-        unet.load_state_dict(state["unet"])
-        text.load_state_dict(state["text"])
-        opt.load_state_dict(state["opt"])
-        ema = [e.to(device) for e in state["ema"]]
-        step, curve = state["step"], state["curve"]
-        if elapsed:
-            elapsed.resumed(state)
-    unet.train()
-    text.train()
-    bar = _progress(s.unet_steps, step, "unet")
+    ema = EMAModel(params, decay=s.ema, foreach=True)  # decay min(ema, (1+k)/(10+k)) at step k
     n = len(latents)
-    running = None
-    while step < s.unet_steps:
-        g = _rng(s.seed, 2, step)
+
+    def step(k: int):
+        g = _rng(s.seed, 2, k)
         idx = torch.randint(n, (s.unet_batch,), generator=g)
         drop = torch.rand(s.unet_batch, generator=g) < CAPTION_DROPOUT
         t = torch.randint(len(alphas), (s.unet_batch,), generator=g)
@@ -308,39 +283,20 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
         noise, t = noise.to(device), t.to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step, s.unet_lr, s.warmup, s.unet_steps)
         with _autocast(device):
             context = text(ids)[0]
             pred = unet(xt, t, encoder_hidden_states=context).sample
-        loss = epsilon_loss(pred.float(), noise, alphas[t], s.min_snr_gamma)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        decay = min(s.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - decay)
-        step += 1
-        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
-        if step % max(1, min(25, s.unet_steps // 20)) == 0 or step == s.unet_steps:
-            curve.append([step, round(running, 6)])
-            bar.set_postfix(loss=f"{running:.4f}")
-        bar.update(1)
-        if step % s.checkpoint_every == 0 or step == s.unet_steps or time.time() > deadline:
-            _save_checkpoint(ckpt, {"unet": unet.state_dict(), "text": text.state_dict(),
-                                    "opt": opt.state_dict(), "ema": ema, "step": step,
-                                    "curve": curve, "settings": asdict(s),
-                                    "seconds": elapsed.total() if elapsed else None})
-            if time.time() > deadline and step < s.unet_steps:
-                break
-    bar.close()
-    with torch.no_grad():  # keep the averaged weights
-        for p, e in zip(params, ema):
-            p.copy_(e)
+        loss = epsilon_loss(pred.float(), noise, compute_snr(scheduler, t), s.min_snr_gamma)
+        return loss, loss.item()
+
+    stage = Stage("unet", s.unet_steps, s.unet_lr, s.warmup, s.checkpoint_every,
+                  stage_settings(s, "unet", captions or []), smoothing=0.98)
+    progress, done = fit(stage, [unet, text], opt, step, work, device, deadline, stop_at,
+                         ema=ema, clip=1.0, progress=_progress)
+    ema.copy_to(params)  # keep the averaged weights
     unet.eval()
     text.eval()
-    return curve, step >= s.unet_steps, step
+    return progress, done
 
 
 def unet_steps_per_second(unet, text, tokens, empty, latents, caption_index, s: Settings,
@@ -350,19 +306,16 @@ def unet_steps_per_second(unet, text, tokens, empty, latents, caption_index, s: 
     import copy
     import tempfile
 
-    probe = Settings(**{**asdict(s), "unet_steps": steps, "checkpoint_every": 10**9})
+    probe = dataclasses.replace(s, unet_steps=steps, checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as d:
-        u, t = copy.deepcopy(unet), copy.deepcopy(text)
-        train_unet(u, t, tokens, empty, latents, caption_index,
-                   Settings(**{**asdict(probe), "unet_steps": warmup}), device, Path(d),
-                   float("inf"))
-        Path(d, "unet.pt").unlink()
+        train_unet(copy.deepcopy(unet), copy.deepcopy(text), tokens, empty, latents,
+                   caption_index, dataclasses.replace(probe, unet_steps=warmup), device,
+                   Path(d, "warmup"))
         u, t = copy.deepcopy(unet), copy.deepcopy(text)
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         start = time.time()
-        train_unet(u, t, tokens, empty, latents, caption_index, probe, device, Path(d),
-                   float("inf"))
+        train_unet(u, t, tokens, empty, latents, caption_index, probe, device, Path(d, "timed"))
         if device.startswith("cuda"):
             torch.cuda.synchronize()
         return probe.unet_steps / (time.time() - start)
@@ -378,26 +331,27 @@ def latents_key(s: Settings, captions: list[str]) -> dict:
 
 
 def training_latents(vae, s: Settings, captions: list[str], device: str, work: Path,
-                     deadline: float, elapsed: Elapsed, workers: int):
+                     deadline: float, workers: int, stop_at: int | None = None):
     """Stage 1 and the training set's latents: train (or resume) the VAE, render and encode
     every portrait, centre and scale the latents. The result is cached in `work`/latents.pt
     with the VAE as it is then (centred, scaling factor set), so a resumed run (or `snapshot`)
-    skips the rendering and encoding. Returns (scaled latents, caption index per latent, VAE
-    loss curve, seconds spent rendering and encoding); the latents and index are None if the
-    VAE stage ran out of time."""
+    skips the rendering and encoding. Returns (scaled latents, caption index per latent, the VAE
+    stage's {"curve", "seconds"}, seconds spent rendering and encoding); the latents and index
+    are None if the VAE stage stopped first."""
     cache, key = work / "latents.pt", latents_key(s, captions)
     if cache.exists() and (state := torch.load(cache, map_location="cpu"))["key"] == key:
         vae.load_state_dict(state["vae"])
         vae.register_to_config(scaling_factor=state["scaling_factor"])
         vae.requires_grad_(False).eval()
-        elapsed.resumed(state)
-        return state["latents"], state["caption_index"], state["vae_curve"], 0.0
+        return (state["latents"], state["caption_index"], state["vae_stage"],
+                state["encode_seconds"])
     t0 = time.time()
     caps, images = render_images(captions, 0, s.vae_images, s.seed, workers, s.size)
     render_s = time.time() - t0
-    vae_curve, done = train_vae(vae, images, s, device, work, deadline, elapsed)
-    if not done:
-        return None, None, vae_curve, render_s
+    progress, done = train_vae(vae, images, s, device, work, deadline, captions, stop_at)
+    vae_stage = {"curve": progress.curve, "seconds": round(progress.seconds, 1)}
+    if not done or stop_at == s.vae_steps:  # stopped, or told to stop once the stage is done
+        return None, None, vae_stage, render_s
     vae.requires_grad_(False)
 
     t0 = time.time()
@@ -415,11 +369,11 @@ def training_latents(vae, s: Settings, captions: list[str], device: str, work: P
     latents = latents * vae.config.scaling_factor
     order = {c: i for i, c in enumerate(captions)}
     caption_index = torch.tensor([order[c] for cs in caption_index for c in cs])
-    encode_s = time.time() - t0 + render_s
-    _save_checkpoint(cache, {"key": key, "vae": vae.state_dict(), "vae_curve": vae_curve,
+    encode_s = round(time.time() - t0 + render_s, 1)
+    _save_checkpoint(cache, {"key": key, "vae": vae.state_dict(), "vae_stage": vae_stage,
                              "scaling_factor": vae.config.scaling_factor, "latents": latents,
-                             "caption_index": caption_index, "seconds": elapsed.total()})
-    return latents, caption_index, vae_curve, encode_s
+                             "caption_index": caption_index, "encode_seconds": encode_s})
+    return latents, caption_index, vae_stage, encode_s
 
 
 def unet_config(s: Settings) -> dict:
@@ -474,9 +428,11 @@ def tokenize(captions: list[str]) -> torch.Tensor:
 
 def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = None,
         device: str = "auto", work: str | Path = "build/train", time_limit: float | None = None,
-        workers: int | None = None, fit_seconds: float | None = None) -> dict:
+        workers: int | None = None, fit_seconds: float | None = None,
+        stop: tuple[str, int] | None = None) -> dict:
     """Train (or resume) the miniature and save it to `out`. Returns the training record; its
-    "finished" is False if `time_limit` seconds ran out first (run again to resume)."""
+    "finished" is False if `time_limit` seconds ran out first, or at `stop` = (stage, step)
+    (run again to resume). `settings` is not changed."""
     from . import model as modelmod
 
     s = settings or Settings()
@@ -485,7 +441,6 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    elapsed = Elapsed(started)
     deadline = started + (time_limit or float("inf"))
     fit_until = started + fit_seconds if fit_seconds else None
     workers = workers if workers is not None else min(16, os.cpu_count() or 1)
@@ -495,13 +450,15 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     torch.manual_seed(s.seed)
     vae, unet, text = _networks(s, device)
     captions_all = portraits.training_captions(prompts)
-    # wall_seconds counts this invocation only: say so when it resumed an earlier one
-    resumed = sorted(p.name for p in (work / "latents.pt", work / "vae.pt", work / "unet.pt")
-                     if p.exists())
+    # wall_seconds counts this invocation only; total_seconds the whole run's
+    resumed = sorted(p.name for p in (work / "latents.pt", work / "vae", work / "unet")
+                     if p.name == "latents.pt" and p.exists()
+                     or checkpoint_folder(work, p.name) is not None)
     record = {**_record(s, device, captions_all), "resumed_from": resumed}
-    latents, caption_index, vae_curve, encode_s = training_latents(
-        vae, s, captions_all, device, work, deadline, elapsed, workers)
-    record["vae_curve"] = vae_curve
+    stop_vae = stop[1] if stop and stop[0] == "vae" else None
+    latents, caption_index, vae_stage, encode_s = training_latents(
+        vae, s, captions_all, device, work, deadline, workers, stop_vae)
+    record["vae_curve"] = vae_stage["curve"]
     if latents is None:
         return {**record, "finished": False, "stage": "vae"}
 
@@ -510,58 +467,72 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
     if fit_until is not None:  # choose the step count that ends by then (recorded; reproducible)
         rate = unet_steps_per_second(unet, text, tokens, empty, latents, caption_index, s,
                                     device)
-        s.unet_steps = max(100, int((fit_until - time.time()) * rate * 0.9) // 100 * 100)
+        s = dataclasses.replace(
+            s, unet_steps=max(100, int((fit_until - time.time()) * rate * 0.9) // 100 * 100))
         record["settings"] = asdict(s)
         print(f"{rate:.1f} UNet steps/s: training {s.unet_steps} steps", flush=True)
-    unet_curve, done, step = train_unet(unet, text, tokens, empty, latents, caption_index, s,
-                                        device, work, deadline, elapsed)
-    record.update({"unet_curve": unet_curve, "unet_steps_done": step,
+    stop_unet = stop[1] if stop and stop[0] == "unet" else None
+    progress, done = train_unet(unet, text, tokens, empty, latents, caption_index, s, device,
+                                work, deadline, captions_all, stop_unet)
+    curve = progress.curve
+    record.update({"unet_curve": curve, "unet_steps_done": progress.step,
                    "scaling_factor": vae.config.scaling_factor,
-                   "final_loss": unet_curve[-1][1] if unet_curve else None,
-                   "vae_final_mse": vae_curve[-1][1] if vae_curve else None,
-                   "render_and_encode_seconds": round(encode_s, 1)})  # 0: from latents.pt
+                   "final_loss": curve[-1][1] if curve else None,
+                   "vae_final_mse": vae_stage["curve"][-1][1] if vae_stage["curve"] else None,
+                   "render_and_encode_seconds": encode_s})
     if not done:
         return {**record, "finished": False, "stage": "unet"}
-    total = elapsed.total()
     record.update({"finished": True, "wall_seconds": round(time.time() - started, 1),
-                   "total_seconds": None if total is None else round(total, 1)})
+                   "stage_seconds": {"vae": vae_stage["seconds"], "render_and_encode": encode_s,
+                                     "unet": round(progress.seconds, 1)}})
+    record["total_seconds"] = round(sum(record["stage_seconds"].values()), 1)
     _save_model(out, unet, vae, text, "preview-sd15-miniature", record)
     return record
 
 
-def snapshot(out: str | Path, work: str | Path, settings: Settings | None = None,
-             prompts: dict[str, str] | None = None) -> Path:
+def snapshot(out: str | Path, work: str | Path) -> Path:
     """Save the model an unfinished (or running) training would give if it stopped now: the VAE
     from `work`/latents.pt and the UNet and text encoder's averaged (EMA) weights from its last
     UNet checkpoint, named "preview-sd15-miniature-step<N>", so that it can be built and
     measured mid-run (`doit model=<out>`, benchmarks/terminal_snr.py --model <out>). The run's
-    settings come from the checkpoint; `settings` stands in for checkpoints older than that."""
+    settings and captions come from the checkpoint."""
+    from diffusers.training_utils import EMAModel
+
+    from .training_loop import SETTINGS_FILE, Progress, accelerator_for
+
     work = Path(work)
-    missing = [p.name for p in (work / "latents.pt", work / "unet.pt") if not p.exists()]
+    folder = checkpoint_folder(work, "unet")
+    missing = [n for n, ok in (("latents.pt", (work / "latents.pt").exists()),
+                               ("UNet checkpoint", folder is not None)) if not ok]
     if missing:
         raise SystemExit(f"{work}: no {' or '.join(missing)} yet; a snapshot needs the latents "
                          "and a UNet checkpoint (train until the UNet stage has checkpointed)")
     cache = torch.load(work / "latents.pt", map_location="cpu")
-    state = torch.load(work / "unet.pt", map_location="cpu")
-    s = Settings(**state["settings"]) if "settings" in state else settings or Settings()
+    saved = json.loads((folder / SETTINGS_FILE).read_text())
+    fields = {f.name for f in dataclasses.fields(Settings)}
+    s = Settings(**{k: v for k, v in saved.items() if k in fields})
     vae, unet, text = _networks(s, "cpu")
     vae.load_state_dict(cache["vae"])
     vae.register_to_config(scaling_factor=cache["scaling_factor"])
-    unet.load_state_dict(state["unet"])
-    text.load_state_dict(state["text"])
-    with torch.no_grad():
-        for p, e in zip(list(unet.parameters()) + list(text.parameters()), state["ema"]):
-            p.copy_(e)
-    curve, seconds = state["curve"], state.get("seconds") or 0.0
-    captions = portraits.training_captions(prompts) if prompts else []
-    record = {**_record(s, "cpu", captions),
+    params = list(unet.parameters()) + list(text.parameters())
+    accelerator, state = accelerator_for("cpu"), Progress()
+    ema = EMAModel(params, decay=s.ema, foreach=True)
+    opt = torch.optim.AdamW(params)
+    unet, text, opt = accelerator.prepare(unet, text, opt)
+    accelerator.register_for_checkpointing(state)
+    accelerator.register_for_checkpointing(ema)
+    accelerator.load_state(str(folder))
+    ema.copy_to(params)
+    vae_stage = cache["vae_stage"]
+    record = {**_record(s, "cpu", saved.get("captions", [])),
               "snapshot_of": str(work), "finished": False, "resumed_from": [],
-              "vae_curve": cache["vae_curve"], "unet_curve": curve,
-              "unet_steps_done": state["step"], "scaling_factor": cache["scaling_factor"],
-              "final_loss": curve[-1][1] if curve else None,
-              "vae_final_mse": cache["vae_curve"][-1][1] if cache["vae_curve"] else None,
-              "wall_seconds": round(seconds, 1), "total_seconds": state.get("seconds")}
-    _save_model(out, unet, vae, text, f"preview-sd15-miniature-step{state['step']}", record)
+              "vae_curve": vae_stage["curve"], "unet_curve": state.curve,
+              "unet_steps_done": state.step, "scaling_factor": cache["scaling_factor"],
+              "final_loss": state.curve[-1][1] if state.curve else None,
+              "vae_final_mse": vae_stage["curve"][-1][1] if vae_stage["curve"] else None,
+              "total_seconds": round(vae_stage["seconds"] + cache["encode_seconds"]
+                                     + state.seconds, 1)}
+    _save_model(out, unet, vae, text, f"preview-sd15-miniature-step{state.step}", record)
     return Path(out)
 
 
@@ -613,10 +584,13 @@ def main() -> None:
     with open(args.spec, "rb") as fh:
         prompts = tomllib.load(fh)["prompts"]
     if args.snapshot:
-        print(f"saved {snapshot(args.out, args.work, settings, prompts)}")
+        print(f"saved {snapshot(args.out, args.work)}")
         return
-    record = run(args.out, prompts, settings, args.device, args.work, args.time_limit,
-                 fit_seconds=args.fit_seconds)
+    try:
+        record = run(args.out, prompts, settings, args.device, args.work, args.time_limit,
+                     fit_seconds=args.fit_seconds)
+    except CheckpointError as err:
+        raise SystemExit(f"error: {err}") from None
     print(json.dumps({k: v for k, v in record.items() if not k.endswith("curve")
                       and k != "captions"}, indent=1))
 

@@ -36,19 +36,89 @@ def test_training_smoke_loss_falls_and_the_model_loads(trained, tmp_path):
     assert info["geometry"]["train_size"] == 512  # the config's sample_size, as SD 1.5's
 
 
-def test_a_stopped_run_resumes_where_it_stopped(trained, tmp_path):
-    _, full = trained
+TIMES = ("wall_seconds", "total_seconds", "stage_seconds", "render_and_encode_seconds",
+         "resumed_from")
+
+
+def weights(directory) -> dict:
+    return {name: next((directory / name).glob("*.safetensors")).read_bytes()
+            for name in ("unet", "vae", "text_encoder")}
+
+
+@pytest.mark.parametrize("stop", [("vae", 1), ("vae", 7), ("vae", 12), ("unet", 1),
+                                  ("unet", 13), ("unet", 20), ("unet", 39)])
+def test_a_run_stopped_at_any_step_resumes_to_the_same_weights_curve_and_record(
+        trained, tmp_path, stop):
+    root, full = trained
     stopped = train.run(tmp_path / "model", SPEC.prompts, TINY, "cpu", tmp_path / "work",
-                        time_limit=1e-9, workers=1)
-    assert not stopped["finished"] and (tmp_path / "work" / "vae.pt").exists()
+                        workers=1, stop=stop)
+    assert not stopped["finished"] and stopped["stage"] == stop[0]
+    assert train.checkpoint_folder(tmp_path / "work", stop[0]) is not None
     resumed = train.run(tmp_path / "model", SPEC.prompts, TINY, "cpu", tmp_path / "work",
                         workers=1)
     assert resumed["finished"]
-    assert resumed["unet_curve"] == full["unet_curve"]  # every draw is seeded by its step
-    # the time is the whole run's: the stopped invocation's (up to its checkpoint) counts too
-    assert resumed["resumed_from"] == ["vae.pt"]
-    assert resumed["total_seconds"] >= resumed["wall_seconds"] > 0
-    assert full["total_seconds"] == pytest.approx(full["wall_seconds"], abs=0.2)
+    assert weights(tmp_path / "model") == weights(root / "model")
+    assert ({k: v for k, v in resumed.items() if k not in TIMES}
+            == {k: v for k, v in full.items() if k not in TIMES})
+    assert resumed["resumed_from"] == (["vae"] if stop[0] == "vae"
+                                       else ["latents.pt", "unet", "vae"])
+    # the time is the whole run's: every stage's, the stopped invocation's included
+    assert resumed["total_seconds"] == pytest.approx(sum(resumed["stage_seconds"].values()),
+                                                     abs=0.11)
+    assert resumed["stage_seconds"]["unet"] > 0 and resumed["stage_seconds"]["vae"] > 0
+
+
+def test_a_time_limit_stops_a_run_at_a_checkpoint_it_resumes_from(trained, tmp_path):
+    root, full = trained
+    stopped = train.run(tmp_path / "model", SPEC.prompts, TINY, "cpu", tmp_path / "work",
+                        time_limit=1e-9, workers=1)
+    assert not stopped["finished"] and stopped["stage"] == "vae"
+    resumed = train.run(tmp_path / "model", SPEC.prompts, TINY, "cpu", tmp_path / "work",
+                        workers=1)
+    assert resumed["unet_curve"] == full["unet_curve"]
+    assert weights(tmp_path / "model") == weights(root / "model")
+    assert full["total_seconds"] == pytest.approx(sum(full["stage_seconds"].values()), abs=0.11)
+
+
+@pytest.mark.parametrize("stage, change", [("vae", {"vae_lr": 5e-4}), ("vae", {"vae_crop": 32}),
+                                           ("unet", {"unet_lr": 5e-4})])
+def test_a_checkpoint_made_under_other_settings_is_refused_in_one_line(trained, tmp_path, stage,
+                                                                        change):
+    import dataclasses
+
+    root, _ = trained
+    work = tmp_path / "work"
+    shutil.copytree(root / "work", work)
+    if stage == "vae":
+        (work / "latents.pt").unlink()  # else the VAE stage is not needed again
+    other = dataclasses.replace(TINY, **change)
+    with pytest.raises(train.CheckpointError) as err:
+        train.run(tmp_path / "model", SPEC.prompts, other, "cpu", work, workers=1)
+    message = str(err.value)
+    assert "\n" not in message and str(work / stage) in message
+    name, value = next(iter(change.items()))
+    assert f"{name} {getattr(TINY, name)!r} -> {value!r}" in message and "delete it" in message
+    assert not (tmp_path / "model").exists()  # nothing was saved under the new settings
+
+
+def test_an_interrupted_checkpoint_write_leaves_the_previous_one(trained, tmp_path):
+    root, _ = trained
+    work = tmp_path / "work"
+    shutil.copytree(root / "work", work)
+    (work / "unet").rename(work / "unet.previous")  # stopped between the two renames
+    (work / "unet.partial").mkdir()                 # with a half-written new one
+    assert train.checkpoint_folder(work, "unet") == work / "unet.previous"
+    again = train.run(tmp_path / "model", SPEC.prompts, TINY, "cpu", work, workers=1)
+    assert again["finished"] and weights(tmp_path / "model") == weights(root / "model")
+
+
+def test_run_leaves_the_callers_settings_alone(trained, tmp_path):
+    import copy
+
+    settings = copy.deepcopy(TINY)
+    train.run(tmp_path / "model", SPEC.prompts, settings, "cpu", trained[0] / "work",
+              workers=1)
+    assert settings == TINY
 
 
 def test_a_resumed_run_reads_its_latents_from_the_cache_and_a_snapshot_builds(trained, tmp_path):
@@ -57,10 +127,10 @@ def test_a_resumed_run_reads_its_latents_from_the_cache_and_a_snapshot_builds(tr
     root, full = trained
     work = tmp_path / "work"
     shutil.copytree(root / "work", work)
-    (work / "unet.pt").unlink()  # the UNet stage again, from the cached VAE and latents
+    shutil.rmtree(work / "unet")  # the UNet stage again, from the cached VAE and latents
     again = train.run(tmp_path / "model", SPEC.prompts, TINY, "cpu", work, workers=1)
-    assert again["resumed_from"] == ["latents.pt", "vae.pt"]
-    assert again["render_and_encode_seconds"] == 0  # nothing rendered or encoded
+    assert again["resumed_from"] == ["latents.pt", "vae"]
+    assert again["wall_seconds"] < again["total_seconds"]  # the cached stages' time counts
     assert again["unet_curve"] == full["unet_curve"] and again["vae_curve"] == full["vae_curve"]
     assert again["scaling_factor"] == full["scaling_factor"]
 
@@ -72,32 +142,23 @@ def test_a_resumed_run_reads_its_latents_from_the_cache_and_a_snapshot_builds(tr
     comps = model.load(str(tmp_path / "model.json"), "cpu")
     assert comps.vae.config.scaling_factor == pytest.approx(full["scaling_factor"])
     assert info["geometry"]["train_size"] == 512
-    for name in ("unet", "vae", "text_encoder"):  # the finished run's own weights
-        assert (next((snap / name).glob("*.safetensors")).read_bytes()
-                == next((tmp_path / "model" / name).glob("*.safetensors")).read_bytes())
+    assert weights(snap) == weights(tmp_path / "model")  # the finished run's own weights
 
     other = dataclasses.replace(TINY, images=20)  # another training set: the cache is not used
     assert train.latents_key(other, []) != train.latents_key(TINY, [])
+    shutil.rmtree(work / "unet")
     redone = train.run(tmp_path / "other", SPEC.prompts, other, "cpu", work, workers=1)
     captions = portraits.training_captions(SPEC.prompts)  # rendered and encoded again:
     import torch                                           # the cache now holds the new key
 
+    assert redone["finished"]
     assert torch.load(work / "latents.pt", map_location="cpu")["key"] == train.latents_key(
         other, captions)
 
 
 def test_a_snapshot_before_the_unet_stage_names_what_is_missing(tmp_path):
-    with pytest.raises(SystemExit, match="no latents.pt or unet.pt yet"):
+    with pytest.raises(SystemExit, match="no latents.pt or UNet checkpoint yet"):
         train.snapshot(tmp_path / "snap", tmp_path)
-
-
-def test_a_run_resumed_from_an_untimed_checkpoint_does_not_claim_a_total():
-    clock = train.Elapsed(start=100.0)
-    clock.resumed({"seconds": 40.0})
-    clock.resumed({"seconds": 70.0})  # the UNet's checkpoint includes the VAE's time
-    assert 70.0 < clock.total() < 1e12
-    clock.resumed({"step": 3})  # written before checkpoints carried a time
-    assert clock.total() is None
 
 
 def test_the_shipped_weights_match_their_recorded_fingerprint():
@@ -142,10 +203,14 @@ def test_the_colour_term_makes_each_latent_pixel_carry_its_patch_colour(tmp_path
                            checkpoint_every=10**9)
         work = tmp_path / f"w{weight}"
         train.train_vae(vae, images, s, "cpu", work, float("inf"))
-        state = torch.load(work / "vae.pt")
-        initial = train.colour_head(vae, s.seed).state_dict()
-        moved = any(not torch.equal(state["head"][k], initial[k]) for k in initial)
-        assert moved == bool(weight)  # trained only when the term is on
+        head = work / "vae" / "model_1.safetensors"  # the checkpoint's second module
+        assert head.exists() == bool(weight)  # trained (and kept) only when the term is on
+        if weight:
+            from safetensors.torch import load_file
+
+            initial = train.colour_head(vae, s.seed).state_dict()
+            state = load_file(head)
+            assert any(not torch.equal(state[k], initial[k]) for k in initial)
         with torch.no_grad():
             x = train.to_tensor(images)
             z = vae.encode(x).latent_dist.mean
@@ -182,23 +247,26 @@ def test_centring_makes_latents_zero_mean_and_leaves_every_decode_unchanged():
 
 def test_min_snr_weighting_leaves_noisy_steps_alone_and_discounts_nearly_clean_ones():
     import torch
+    from diffusers.training_utils import compute_snr
 
     from pipeline import preview_model, schedule
 
+    scheduler = train.noise_scheduler()  # SD 1.5's schedule, as the sampler's sigmas have it
     alphas = schedule.training_alphas_cumprod(preview_model.SCHEDULER)
-    w = train.snr_weights(alphas, 5.0)
-    snr = alphas / (1 - alphas)
+    assert torch.allclose(scheduler.alphas_cumprod, alphas, rtol=1e-5)
+    snr = compute_snr(scheduler, torch.arange(1000))
+    w = train.snr_weights(snr, 5.0)
     assert torch.all(w[snr <= 5] == 1) and torch.all(w[snr > 5] < 1)
     assert w[0] < 0.05 and torch.all(w[1:] >= w[:-1])  # t=0 is nearly clean: SNR over a thousand
     g = torch.Generator().manual_seed(0)
     pred, noise = torch.randn(4, 4, 8, 8, generator=g), torch.randn(4, 4, 8, 8, generator=g)
     t = torch.tensor([0, 10, 500, 999])
     plain = torch.nn.functional.mse_loss(pred, noise)
-    assert train.epsilon_loss(pred, noise, alphas[t]) == plain  # off: the shipped recipe's loss
-    assert torch.isclose(train.epsilon_loss(pred, noise, alphas[t], 1e9), plain)
+    assert train.epsilon_loss(pred, noise, snr[t]) == plain  # off: plain MSE
+    assert torch.isclose(train.epsilon_loss(pred, noise, snr[t], 1e9), plain)
     per_item = (pred - noise).pow(2).mean((1, 2, 3))
     expected = (per_item * torch.tensor([w[0], w[10], 1.0, 1.0])).mean()
-    assert torch.isclose(train.epsilon_loss(pred, noise, alphas[t], 5.0), expected)
+    assert torch.isclose(train.epsilon_loss(pred, noise, snr[t], 5.0), expected)
 
 
 def test_bf16_encoding_changes_the_latents_only_within_bf16_precision():
