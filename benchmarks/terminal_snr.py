@@ -35,7 +35,7 @@ def main() -> None:
     spec = specmod.load(ROOT / "figures.toml")
     info = model.prepare(args.model, ROOT / "build" / "terminal_snr-model.json")
     comps = model.load(str(ROOT / "build" / "terminal_snr-model.json"), "cpu")
-    captions = portraits.training_captions(spec.prompts)
+    captions = train.source(train.Settings(), spec.prompts)  # the default training set
     _, images = train.render_images(captions, 0, args.images, seed=1, size=portraits.SIZE)
     data = train.encode(comps.vae, images, "cpu", 8) * comps.vae.config.scaling_factor
     means = data.mean((0, 2, 3))

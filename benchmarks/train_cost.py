@@ -37,13 +37,14 @@ def main() -> None:
     recorded = json.loads((ROOT / "models/preview/training.json").read_text())["settings"]
     s = train.Settings(**recorded)
     spec = specmod.load(ROOT / "figures.toml")
-    captions = portraits.training_captions(spec.prompts)
-    caps, images = train.render_images(captions, 0, max(s.vae_batch, 8), s.seed, size=s.size)
+    src, vocab = train.source(s, spec.prompts), train.words(s, spec.prompts)
+    caps, images = train.render_images(src, 0, max(s.vae_batch, 8), s.seed, size=s.size)
+    captions = list(dict.fromkeys(caps))
     config = preview_model.MINI
     torch.manual_seed(0)
     vae = AutoencoderKL(**config["vae"]).to(args.device)
     unet = UNet2DConditionModel(**train.unet_config(s)).to(args.device)
-    text = CLIPTextModel(preview_model.text_config(config["text"])).to(args.device)
+    text = CLIPTextModel(preview_model.text_config(config["text"], vocab)).to(args.device)
 
     def timed_vae(steps: int) -> float:
         run = train.Settings(**{**recorded, "vae_steps": steps, "checkpoint_every": 10**9})
@@ -56,8 +57,8 @@ def main() -> None:
     vae_step = timed_vae(args.steps) / args.steps
     side = s.size // 8
     latents = torch.randn(len(images), config["vae"]["latent_channels"], side, side)
-    tokens = train.tokenize(captions)
-    empty = train.tokenize([""])[0]
+    tokens = train.tokenize(captions, vocab)
+    empty = train.tokenize([""], vocab)[0]
     index = torch.tensor([captions.index(c) for c in caps])
 
     unet_step = 1 / train.unet_steps_per_second(unet, text, tokens, empty, latents, index, s,

@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
     spec = specmod.load(ROOT / "figures.toml")
-    captions = portraits.training_captions(spec.prompts)
+    captions = train.source(train.Settings(), spec.prompts)  # the default training set
     workers = min(16, os.cpu_count() or 1)
     _, images = train.render_images(captions, 0, args.images, 0, workers=workers)
     _, held = train.render_images(captions, 10**6, 10**6 + args.heldout, 0, workers=1)

@@ -87,22 +87,56 @@ def bytes_to_unicode() -> dict[int, str]:
     return out
 
 
-def tokenizer_files() -> tuple[bytes, bytes]:
-    """A byte-level BPE vocabulary with no merges: every byte is a token, word-final or not."""
+def learn_merges(words) -> list[tuple[str, str]]:
+    """Byte-pair merges (most frequent adjacent pair first, ties in sorted order) until every
+    word is one symbol: CLIP's tokenizer, applying them, gives each of these words one token."""
+    byte = bytes_to_unicode()
+    pieces = [[byte[b] for b in w.encode()] for w in sorted(set(words)) if w]
+    pieces = [p[:-1] + [p[-1] + "</w>"] for p in pieces]
+    merges = []
+    while True:
+        counts: dict[tuple[str, str], int] = {}
+        for p in pieces:
+            for pair in zip(p, p[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        if not counts:
+            return merges
+        best = min(counts, key=lambda pair: (-counts[pair], pair))
+        merges.append(best)
+        for i, p in enumerate(pieces):
+            out, k = [], 0
+            while k < len(p):
+                if k + 1 < len(p) and (p[k], p[k + 1]) == best:
+                    out.append(p[k] + p[k + 1])
+                    k += 2
+                else:
+                    out.append(p[k])
+                    k += 1
+            pieces[i] = out
+
+
+def tokenizer_files(words=()) -> tuple[bytes, bytes]:
+    """A byte-level BPE vocabulary: every byte is a token, word-final or not, and with `words`
+    the merges that make each of those words one token (the trained miniature's caption
+    vocabulary: a tiny text encoder need not learn to spell them). Without words, no merges."""
     chars = list(bytes_to_unicode().values())
     vocab = {}
     for c in chars:
         vocab[c] = len(vocab)
     for c in chars:
         vocab[c + "</w>"] = len(vocab)
+    merges = learn_merges(words)
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return json_bytes(vocab), b"#version: 0.2\n"
+    text = "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges)
+    return json_bytes(vocab), text.encode()
 
 
-def write_tokenizer(directory: Path) -> Path:
-    """The byte-level CLIP tokenizer's files, loadable with CLIPTokenizer.from_pretrained."""
-    vocab, merges = tokenizer_files()
+def write_tokenizer(directory: Path, words=()) -> Path:
+    """The CLIP tokenizer's files (tokenizer_files), loadable with CLIPTokenizer.from_pretrained."""
+    vocab, merges = tokenizer_files(words)
     atomic_write(directory / "vocab.json", vocab)
     atomic_write(directory / "merges.txt", merges)
     atomic_write(directory / "tokenizer_config.json", json_bytes({
@@ -112,11 +146,11 @@ def write_tokenizer(directory: Path) -> Path:
     return directory
 
 
-def text_config(config: dict):
-    """CLIPTextConfig for the byte-level tokenizer of `tokenizer_files`."""
+def text_config(config: dict, words=()):
+    """CLIPTextConfig for the tokenizer of `tokenizer_files(words)`."""
     from transformers import CLIPTextConfig
 
-    n_vocab = len(json.loads(tokenizer_files()[0]))
+    n_vocab = len(json.loads(tokenizer_files(words)[0]))
     return CLIPTextConfig(vocab_size=n_vocab, bos_token_id=n_vocab - 2, eos_token_id=n_vocab - 1,
                           pad_token_id=n_vocab - 1, **config)
 
@@ -136,10 +170,11 @@ def build(out: str | Path, shape: str = "preview") -> Path:
 
 
 def save(out: str | Path, unet, vae, text, name: str, extra: dict[str, bytes] | None = None,
-         dtype=None) -> Path:
+         dtype=None, words=()) -> Path:
     """Save the three networks, the tokenizer and SD 1.5's scheduler config into `out` in
     diffusers layout (written beside it, then swapped in whole). `extra` adds files (relative
-    path -> bytes); `dtype` converts the weights for storage (e.g. torch.float16)."""
+    path -> bytes); `dtype` converts the weights for storage (e.g. torch.float16); `words` are
+    the tokenizer's whole-word tokens (tokenizer_files)."""
     import shutil
 
     out = Path(out)
@@ -151,7 +186,7 @@ def save(out: str | Path, unet, vae, text, name: str, extra: dict[str, bytes] | 
             import copy
             net = copy.deepcopy(net).to(dtype)
         net.save_pretrained(tmp / sub)
-    write_tokenizer(tmp / "tokenizer")
+    write_tokenizer(tmp / "tokenizer", words)
     atomic_write(tmp / "scheduler" / "scheduler_config.json", json_bytes(SCHEDULER))
     atomic_write(tmp / "model_index.json", json_bytes({
         "_class_name": "StableDiffusionPipeline", "_diffusers_version": "0.42.1",

@@ -39,7 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from . import approx_decoder, portraits, preview_model  # noqa: E402
+from . import approx_decoder, captions as captionsmod, portraits, preview_model  # noqa: E402
 from .files import atomic_write, json_bytes  # noqa: E402
 from .training_loop import CheckpointError, Stage, checkpoint_folder, fit, lr_at  # noqa: E402,F401
 
@@ -71,6 +71,15 @@ class Settings:
     warmup: int = 200
     ema: float = 0.999
     checkpoint_every: int = 500
+    captions: str = "fixed"     # "fixed": six captions (portraits.training_captions); "varied":
+                                # each item described in its own words (pipeline/captions.py)
+    tokenizer: str = "bytes"    # "bytes": a token per byte; "words": a token per caption word
+
+    def __post_init__(self):
+        for name, allowed in (("captions", ("fixed", "varied")),
+                              ("tokenizer", ("bytes", "words"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: use one of {allowed}")
 
 
 def _progress(total: int, initial: int, desc: str):
@@ -90,17 +99,36 @@ def _rng(seed: int, *keys: int) -> torch.Generator:
                                                   .generate_state(1)[0]))
 
 
-def render_images(captions: list[str], start: int, stop: int, seed: int, workers: int = 0,
+def source(s: Settings, prompts: dict[str, str]) -> dict:
+    """Where the training items' captions come from, as keys and records name it."""
+    if s.captions == "fixed":
+        return {"captions": "fixed", "fixed": portraits.training_captions(prompts)}
+    return {"captions": "varied", "caption_version": captionsmod.VERSION,
+            "prompts": dict(sorted(prompts.items()))}
+
+
+def words(s: Settings, prompts: dict[str, str]) -> list[str]:
+    """The tokenizer's whole-word tokens (none for the byte-level tokenizer)."""
+    return captionsmod.vocabulary(prompts) if s.tokenizer == "words" else []
+
+
+def dataset_item(src: dict, index: int, seed: int, size: int) -> tuple[str, np.ndarray]:
+    if src["captions"] == "fixed":
+        return portraits.dataset_item(src["fixed"], index, seed, size)
+    return captionsmod.dataset_item(src["prompts"], index, seed, size)
+
+
+def render_images(src: dict, start: int, stop: int, seed: int, workers: int = 0,
                   size: int = portraits.SIZE) -> tuple[list[str], np.ndarray]:
     """Items start..stop of the training set: captions and uint8 [N, size, size, 3] images."""
-    args = [(captions, i, seed, size) for i in range(start, stop)]
+    args = [(src, i, seed, size) for i in range(start, stop)]
     if workers > 1:
         from multiprocessing import get_context
 
         with get_context("fork").Pool(workers) as pool:
-            items = pool.starmap(portraits.dataset_item, args, chunksize=16)
+            items = pool.starmap(dataset_item, args, chunksize=16)
     else:
-        items = [portraits.dataset_item(*a) for a in args]
+        items = [dataset_item(*a) for a in args]
     return [c for c, _ in items], np.stack([im for _, im in items])
 
 
@@ -128,7 +156,7 @@ VAE_FIELDS = ("seed", "size", "vae_images", "vae_steps", "vae_batch", "vae_crop"
               "kl_weight", "colour_weight", "warmup")
 
 
-def stage_settings(s: Settings, stage: str, captions: list[str]) -> dict:
+def stage_settings(s: Settings, stage: str, src: dict) -> dict:
     """What decides a stage's result: a checkpoint made under anything else is refused. The VAE
     stage depends on its own fields and the images; the UNet stage on every setting (the
     latents it trains on come from the VAE's), except how often it checkpoints."""
@@ -137,12 +165,12 @@ def stage_settings(s: Settings, stage: str, captions: list[str]) -> dict:
         fields = {k: fields[k] for k in VAE_FIELDS}
     else:
         fields.pop("checkpoint_every")
-    return {**fields, "renderer_version": portraits.VERSION, "captions": list(captions),
+    return {**fields, "renderer_version": portraits.VERSION, "source": src,
             "caption_dropout": CAPTION_DROPOUT}
 
 
 def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
-              deadline: float = math.inf, captions: list[str] | None = None,
+              deadline: float = math.inf, src: dict | None = None,
               stop_at: int | None = None):
     """Stage 1 on `images` (uint8 NHWC). Returns the loop's Progress (curve: reconstruction MSE)
     and whether the stage finished."""
@@ -172,7 +200,7 @@ def train_vae(vae, images: np.ndarray, s: Settings, device: str, work: Path,
         return loss, mse.item()
 
     stage = Stage("vae", s.vae_steps, s.vae_lr, s.warmup, s.checkpoint_every,
-                  stage_settings(s, "vae", captions or []), label="mse")
+                  stage_settings(s, "vae", src or {}), label="mse")
     progress, done = fit(stage, modules, opt, step, work, device, deadline, stop_at,
                          progress=_progress)
     vae.eval()
@@ -258,7 +286,7 @@ def epsilon_loss(pred: torch.Tensor, noise: torch.Tensor, snr: torch.Tensor,
 
 def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: torch.Tensor,
                caption_index: torch.Tensor, s: Settings, device: str, work: Path,
-               deadline: float = math.inf, captions: list[str] | None = None,
+               deadline: float = math.inf, src: dict | None = None,
                stop_at: int | None = None):
     """Stage 2: epsilon prediction with caption dropout. Returns the loop's Progress (curve: the
     running loss) and whether the stage finished; the modules are left holding the averaged
@@ -290,7 +318,7 @@ def train_unet(unet, text, tokens: torch.Tensor, empty: torch.Tensor, latents: t
         return loss, loss.item()
 
     stage = Stage("unet", s.unet_steps, s.unet_lr, s.warmup, s.checkpoint_every,
-                  stage_settings(s, "unet", captions or []), smoothing=0.98)
+                  stage_settings(s, "unet", src or {}), smoothing=0.98)
     progress, done = fit(stage, [unet, text], opt, step, work, device, deadline, stop_at,
                          ema=ema, clip=1.0, progress=_progress)
     ema.copy_to(params)  # keep the averaged weights
@@ -321,43 +349,43 @@ def unet_steps_per_second(unet, text, tokens, empty, latents, caption_index, s: 
         return probe.unet_steps / (time.time() - start)
 
 
-def latents_key(s: Settings, captions: list[str]) -> dict:
+def latents_key(s: Settings, src: dict) -> dict:
     """What the cached training latents (latents.pt) depend on; a cache made with another
     value of any of these is ignored and made again."""
     keys = ("seed", "images", "size", "vae_images", "vae_steps", "vae_batch", "vae_crop",
             "vae_lr", "kl_weight", "colour_weight", "centre_latents", "encode_bf16", "warmup")
     return {**{k: getattr(s, k) for k in keys}, "renderer_version": portraits.VERSION,
-            "captions": list(captions)}
+            "source": src}
 
 
-def training_latents(vae, s: Settings, captions: list[str], device: str, work: Path,
+def training_latents(vae, s: Settings, src: dict, device: str, work: Path,
                      deadline: float, workers: int, stop_at: int | None = None):
     """Stage 1 and the training set's latents: train (or resume) the VAE, render and encode
     every portrait, centre and scale the latents. The result is cached in `work`/latents.pt
     with the VAE as it is then (centred, scaling factor set), so a resumed run (or `snapshot`)
-    skips the rendering and encoding. Returns (scaled latents, caption index per latent, the VAE
-    stage's {"curve", "seconds"}, seconds spent rendering and encoding); the latents and index
-    are None if the VAE stage stopped first."""
-    cache, key = work / "latents.pt", latents_key(s, captions)
+    skips the rendering and encoding. Returns (scaled latents, the distinct captions, each
+    latent's index into them, the VAE stage's {"curve", "seconds"}, seconds spent rendering and
+    encoding); the latents are None if the VAE stage stopped first."""
+    cache, key = work / "latents.pt", latents_key(s, src)
     if cache.exists() and (state := torch.load(cache, map_location="cpu"))["key"] == key:
         vae.load_state_dict(state["vae"])
         vae.register_to_config(scaling_factor=state["scaling_factor"])
         vae.requires_grad_(False).eval()
-        return (state["latents"], state["caption_index"], state["vae_stage"],
+        return (state["latents"], state["captions"], state["caption_index"], state["vae_stage"],
                 state["encode_seconds"])
     t0 = time.time()
-    caps, images = render_images(captions, 0, s.vae_images, s.seed, workers, s.size)
+    caps, images = render_images(src, 0, s.vae_images, s.seed, workers, s.size)
     render_s = time.time() - t0
-    progress, done = train_vae(vae, images, s, device, work, deadline, captions, stop_at)
+    progress, done = train_vae(vae, images, s, device, work, deadline, src, stop_at)
     vae_stage = {"curve": progress.curve, "seconds": round(progress.seconds, 1)}
     if not done or stop_at == s.vae_steps:  # stopped, or told to stop once the stage is done
-        return None, None, vae_stage, render_s
+        return None, None, None, vae_stage, render_s
     vae.requires_grad_(False)
 
     t0 = time.time()
     latents, caption_index = [encode(vae, images, device, bf16=s.encode_bf16)], [caps]
     for start in range(s.vae_images, s.images, 1000):
-        caps, imgs = render_images(captions, start, min(start + 1000, s.images), s.seed,
+        caps, imgs = render_images(src, start, min(start + 1000, s.images), s.seed,
                                    workers, s.size)
         latents.append(encode(vae, imgs, device, bf16=s.encode_bf16))
         caption_index.append(caps)
@@ -367,13 +395,17 @@ def training_latents(vae, s: Settings, captions: list[str], device: str, work: P
     scaling = 1 / latents.std().item()
     vae.register_to_config(scaling_factor=round(scaling, 5))
     latents = latents * vae.config.scaling_factor
-    order = {c: i for i, c in enumerate(captions)}
+    distinct = list(dict.fromkeys(src["fixed"] if src["captions"] == "fixed" else []))
+    distinct += [c for c in dict.fromkeys(c for cs in caption_index for c in cs)
+                 if c not in set(distinct)]
+    order = {c: i for i, c in enumerate(distinct)}
     caption_index = torch.tensor([order[c] for cs in caption_index for c in cs])
     encode_s = round(time.time() - t0 + render_s, 1)
     _save_checkpoint(cache, {"key": key, "vae": vae.state_dict(), "vae_stage": vae_stage,
                              "scaling_factor": vae.config.scaling_factor, "latents": latents,
-                             "caption_index": caption_index, "encode_seconds": encode_s})
-    return latents, caption_index, vae_stage, encode_s
+                             "captions": distinct, "caption_index": caption_index,
+                             "encode_seconds": encode_s})
+    return latents, distinct, caption_index, vae_stage, encode_s
 
 
 def unet_config(s: Settings) -> dict:
@@ -386,41 +418,47 @@ def unet_config(s: Settings) -> dict:
     return config
 
 
-def _networks(s: Settings, device: str):
-    """The miniature's three networks, freshly initialised (from the global seed), on `device`."""
+def _networks(s: Settings, device: str, vocab=()):
+    """The miniature's three networks, freshly initialised (from the global seed), on `device`;
+    the text encoder's embedding has a row per token of tokenizer_files(vocab)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
     config = preview_model.MINI
     return (AutoencoderKL(**config["vae"]).to(device),
             UNet2DConditionModel(**unet_config(s)).to(device),
-            CLIPTextModel(preview_model.text_config(config["text"])).to(device))
+            CLIPTextModel(preview_model.text_config(config["text"], vocab)).to(device))
 
 
-def _record(s: Settings, device: str, captions: list[str]) -> dict:
+EXAMPLES = 12  # captions a record lists when they are generated (the count is recorded too)
+
+
+def _record(s: Settings, device: str, src: dict, captions: list[str]) -> dict:
     """The start of a training record: what the run was and what it ran on."""
+    listed = captions if src.get("captions") == "fixed" else captions[:EXAMPLES]
     return {"settings": asdict(s), "device": _device_name(device), "torch": torch.__version__,
-            "renderer_version": portraits.VERSION, "captions": captions,
-            "caption_dropout": CAPTION_DROPOUT, "autocast": "bf16"}
+            "renderer_version": portraits.VERSION, "source": src, "captions": listed,
+            "distinct_captions": len(captions), "caption_dropout": CAPTION_DROPOUT,
+            "autocast": "bf16"}
 
 
-def _save_model(out: str | Path, unet, vae, text, name: str, record: dict) -> None:
+def _save_model(out: str | Path, unet, vae, text, name: str, record: dict, vocab=()) -> None:
     """Save the trained networks (fp16) with their training record and SHA256SUMS."""
     from . import model as modelmod
 
     preview_model.save(out, unet, vae.float(), text, name,
-                       {"training.json": json_bytes(record)}, dtype=torch.float16)
+                       {"training.json": json_bytes(record)}, dtype=torch.float16, words=vocab)
     modelmod.write_sums(Path(out))
 
 
-def tokenize(captions: list[str]) -> torch.Tensor:
+def tokenize(captions: list[str], vocab=()) -> torch.Tensor:
     """Token ids [N, 77] of the captions, with the tokenizer the saved model ships."""
     import tempfile
 
     from transformers import CLIPTokenizer
 
     with tempfile.TemporaryDirectory() as d:
-        tok = CLIPTokenizer.from_pretrained(preview_model.write_tokenizer(Path(d)),
+        tok = CLIPTokenizer.from_pretrained(preview_model.write_tokenizer(Path(d), vocab),
                                             model_max_length=77)
         return tok(captions, padding="max_length", truncation=True, max_length=77,
                    return_tensors="pt").input_ids
@@ -448,22 +486,22 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(s.seed)
-    vae, unet, text = _networks(s, device)
-    captions_all = portraits.training_captions(prompts)
+    vocab, src = words(s, prompts), source(s, prompts)
+    vae, unet, text = _networks(s, device, vocab)
     # wall_seconds counts this invocation only; total_seconds the whole run's
     resumed = sorted(p.name for p in (work / "latents.pt", work / "vae", work / "unet")
                      if p.name == "latents.pt" and p.exists()
                      or checkpoint_folder(work, p.name) is not None)
-    record = {**_record(s, device, captions_all), "resumed_from": resumed}
     stop_vae = stop[1] if stop and stop[0] == "vae" else None
-    latents, caption_index, vae_stage, encode_s = training_latents(
-        vae, s, captions_all, device, work, deadline, workers, stop_vae)
-    record["vae_curve"] = vae_stage["curve"]
+    latents, captions_all, caption_index, vae_stage, encode_s = training_latents(
+        vae, s, src, device, work, deadline, workers, stop_vae)
+    record = {**_record(s, device, src, captions_all or []), "resumed_from": resumed,
+              "vae_curve": vae_stage["curve"]}
     if latents is None:
         return {**record, "finished": False, "stage": "vae"}
 
-    tokens = tokenize(captions_all)
-    empty = tokenize([""])[0]
+    tokens = tokenize(captions_all, vocab)
+    empty = tokenize([""], vocab)[0]
     if fit_until is not None:  # choose the step count that ends by then (recorded; reproducible)
         rate = unet_steps_per_second(unet, text, tokens, empty, latents, caption_index, s,
                                     device)
@@ -473,7 +511,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
         print(f"{rate:.1f} UNet steps/s: training {s.unet_steps} steps", flush=True)
     stop_unet = stop[1] if stop and stop[0] == "unet" else None
     progress, done = train_unet(unet, text, tokens, empty, latents, caption_index, s, device,
-                                work, deadline, captions_all, stop_unet)
+                                work, deadline, src, stop_unet)
     curve = progress.curve
     record.update({"unet_curve": curve, "unet_steps_done": progress.step,
                    "scaling_factor": vae.config.scaling_factor,
@@ -486,7 +524,7 @@ def run(out: str | Path, prompts: dict[str, str], settings: Settings | None = No
                    "stage_seconds": {"vae": vae_stage["seconds"], "render_and_encode": encode_s,
                                      "unet": round(progress.seconds, 1)}})
     record["total_seconds"] = round(sum(record["stage_seconds"].values()), 1)
-    _save_model(out, unet, vae, text, "preview-sd15-miniature", record)
+    _save_model(out, unet, vae, text, "preview-sd15-miniature", record, vocab)
     return record
 
 
@@ -511,7 +549,10 @@ def snapshot(out: str | Path, work: str | Path) -> Path:
     saved = json.loads((folder / SETTINGS_FILE).read_text())
     fields = {f.name for f in dataclasses.fields(Settings)}
     s = Settings(**{k: v for k, v in saved.items() if k in fields})
-    vae, unet, text = _networks(s, "cpu")
+    src = saved["source"]
+    prompts = src.get("prompts") or {}
+    vocab = captionsmod.vocabulary(prompts) if s.tokenizer == "words" else []
+    vae, unet, text = _networks(s, "cpu", vocab)
     vae.load_state_dict(cache["vae"])
     vae.register_to_config(scaling_factor=cache["scaling_factor"])
     params = list(unet.parameters()) + list(text.parameters())
@@ -524,7 +565,7 @@ def snapshot(out: str | Path, work: str | Path) -> Path:
     accelerator.load_state(str(folder))
     ema.copy_to(params)
     vae_stage = cache["vae_stage"]
-    record = {**_record(s, "cpu", saved.get("captions", [])),
+    record = {**_record(s, "cpu", src, cache["captions"]),
               "snapshot_of": str(work), "finished": False, "resumed_from": [],
               "vae_curve": vae_stage["curve"], "unet_curve": state.curve,
               "unet_steps_done": state.step, "scaling_factor": cache["scaling_factor"],
@@ -532,7 +573,7 @@ def snapshot(out: str | Path, work: str | Path) -> Path:
               "vae_final_mse": vae_stage["curve"][-1][1] if vae_stage["curve"] else None,
               "total_seconds": round(vae_stage["seconds"] + cache["encode_seconds"]
                                      + state.seconds, 1)}
-    _save_model(out, unet, vae, text, f"preview-sd15-miniature-step{state.step}", record)
+    _save_model(out, unet, vae, text, f"preview-sd15-miniature-step{state.step}", record, vocab)
     return Path(out)
 
 

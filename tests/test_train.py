@@ -145,15 +145,15 @@ def test_a_resumed_run_reads_its_latents_from_the_cache_and_a_snapshot_builds(tr
     assert weights(snap) == weights(tmp_path / "model")  # the finished run's own weights
 
     other = dataclasses.replace(TINY, images=20)  # another training set: the cache is not used
-    assert train.latents_key(other, []) != train.latents_key(TINY, [])
+    assert train.latents_key(other, {}) != train.latents_key(TINY, {})
     shutil.rmtree(work / "unet")
     redone = train.run(tmp_path / "other", SPEC.prompts, other, "cpu", work, workers=1)
-    captions = portraits.training_captions(SPEC.prompts)  # rendered and encoded again:
-    import torch                                           # the cache now holds the new key
+    src = train.source(other, SPEC.prompts)  # rendered and encoded again:
+    import torch                             # the cache now holds the new key
 
     assert redone["finished"]
     assert torch.load(work / "latents.pt", map_location="cpu")["key"] == train.latents_key(
-        other, captions)
+        other, src)
 
 
 def test_a_snapshot_before_the_unet_stage_names_what_is_missing(tmp_path):
@@ -193,7 +193,7 @@ def test_the_colour_term_makes_each_latent_pixel_carry_its_patch_colour(tmp_path
 
     from pipeline import portraits, preview_model
 
-    _, images = train.render_images(portraits.training_captions(SPEC.prompts), 0, 16, 0,
+    _, images = train.render_images(train.source(TINY, SPEC.prompts), 0, 16, 0,
                                     size=128)
     residual = {}
     for weight in (0.0, 1.0):
@@ -231,8 +231,7 @@ def test_centring_makes_latents_zero_mean_and_leaves_every_decode_unchanged():
     vae = AutoencoderKL(**preview_model.MINI["vae"]).eval()
     with torch.no_grad():  # give the latents channel means far from zero, as the colour term does
         vae.quant_conv.bias[:4] += torch.tensor([0.5, -0.8, 0.3, 1.2])
-    captions = portraits.training_captions(SPEC.prompts)
-    _, images = train.render_images(captions, 0, 6, 0, size=64)
+    _, images = train.render_images(train.source(TINY, SPEC.prompts), 0, 6, 0, size=64)
     before = train.encode(vae, images, "cpu")
     assert before.mean((0, 2, 3)).abs().min() > 0.2
     with torch.no_grad():
@@ -277,7 +276,7 @@ def test_bf16_encoding_changes_the_latents_only_within_bf16_precision():
 
     torch.manual_seed(0)
     vae = AutoencoderKL(**preview_model.MINI["vae"]).eval()
-    _, images = train.render_images(portraits.training_captions(SPEC.prompts), 0, 4, 0, size=64)
+    _, images = train.render_images(train.source(TINY, SPEC.prompts), 0, 4, 0, size=64)
     exact = train.encode(vae, images, "cpu")
     fast = train.encode(vae, images, "cpu", bf16=True)
     assert fast.dtype == torch.float32 and fast.shape == exact.shape
@@ -299,3 +298,36 @@ def test_the_head_count_setting_reaches_every_attention_layer_and_the_saved_conf
     assert layers and {m.heads for m in layers} == {1}
     unet.save_pretrained(tmp_path)
     assert UNet2DConditionModel.from_pretrained(tmp_path).config.attention_head_dim == 1
+
+
+def test_a_model_trained_on_varied_captions_with_word_tokens_loads_and_reads_its_prompts(
+        tmp_path):
+    import dataclasses
+
+    import torch
+
+    from pipeline import captions, sampling
+
+    s = dataclasses.replace(TINY, captions="varied", tokenizer="words", unet_steps=6,
+                            vae_steps=4)
+    record = train.run(tmp_path / "model", SPEC.prompts, s, "cpu", tmp_path / "work", workers=1)
+    assert record["finished"] and record["distinct_captions"] > 12
+    assert len(record["captions"]) == train.EXAMPLES and record["source"]["captions"] == "varied"
+    info = model.prepare(str(tmp_path / "model"), tmp_path / "model.json")
+    comps = model.load(str(tmp_path / "model.json"), "cpu")
+    ids = comps.tokenizer(SPEC.prompts["miko"]).input_ids
+    assert len(ids) <= 77 and comps.tokenizer.tokenize("blonde") == ["blonde</w>"]
+    context = sampling.encode_prompts(comps, list(SPEC.prompts.values()))
+    assert context.shape[0] == 2 and torch.isfinite(context).all()
+    assert info["geometry"]["train_size"] == 512
+    vocab_rows = comps.text_encoder.get_input_embeddings().weight.shape[0]
+    assert vocab_rows == len(comps.tokenizer.get_vocab())
+    assert set(captions.vocabulary(SPEC.prompts)) <= {
+        t[:-4] for t in comps.tokenizer.get_vocab() if t.endswith("</w>")}
+
+
+def test_an_unknown_caption_or_tokenizer_setting_is_named():
+    with pytest.raises(ValueError, match="captions='random'"):
+        train.Settings(captions="random")
+    with pytest.raises(ValueError, match="tokenizer='wordpiece'"):
+        train.Settings(tokenizer="wordpiece")
