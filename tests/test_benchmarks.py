@@ -253,3 +253,40 @@ def test_unet_speedups_rejects_an_unknown_name_before_loading_anything():
                            "plain,turbo", "--device", "cpu"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode != 0 and "unknown speed-up turbo" in proc.stderr
+
+
+def test_conditioning_benchmark_harness(tmp_path):
+    out = run("conditioning.py", "--seeds", "1", "--large", "256", "--out", str(tmp_path))
+    assert "prompt encodings cosine" in out and "uniform attention" in out
+    result = json.loads((tmp_path / "conditioning-cpu.json").read_text())
+    rows = {(r["measure"], r["prompt"]): r for r in result["rows"]}
+    assert rows[("prompt tokens", "miko")]["value"] > 0
+    assert -1 <= rows[("prompt encodings cosine", "both")]["value"] <= 1
+    entropies = [r for r in result["rows"] if r["measure"].startswith("attention entropy level")]
+    assert entropies and all(r["value"] > 0 for r in entropies)
+    for key in ("miko", "blonde"):
+        assert 0 <= rows[("one, prompt's hair 512", key)]["value"] <= 1
+        assert 0 <= rows[("characters with prompt's hair 256", key)]["value"] <= 1
+    assert result["seeds_per_prompt"] == 1 and result["large"] == 256
+
+
+def test_uniform_attention_is_attention_with_equal_logits():
+    """The conditioning benchmark's uniform averaging equals diffusers' own attention run with
+    every query zeroed (all logits equal), so it is exactly 'each query attends to every key
+    equally'."""
+    import torch
+    from diffusers.models.attention_processor import Attention, AttnProcessor
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from conditioning import UniformAttention
+
+    torch.manual_seed(0)
+    attn = Attention(32, heads=4, dim_head=8)
+    x = torch.randn(2, 50, 32)
+    with torch.no_grad():
+        ours = UniformAttention()(attn, x)
+        attn.to_q.weight.zero_()
+        theirs = AttnProcessor()(attn, x)
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert torch.allclose(ours, ours[:, :1].expand_as(ours))  # every query gets the same output
+    assert not torch.allclose(ours[0], ours[1])  # ... the mean of its own image's values
