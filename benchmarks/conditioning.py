@@ -54,8 +54,13 @@ def main() -> None:
     ap.add_argument("--tag", default="")
     ap.add_argument("--seeds", type=int, default=32, help="seeds per prompt")
     ap.add_argument("--large", type=int, default=768)
+    ap.add_argument("--skip", default="", help="parts left out: uniform, large (comma-separated)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
+    skip = {p for p in args.skip.split(",") if p}
+    if skip - {"uniform", "large"}:
+        ap.error(f"--skip: unknown part(s) {sorted(skip - {'uniform', 'large'})}; "
+                 "the parts that can be left out are uniform and large")
     started = time.perf_counter()
     spec = specmod.load(ROOT / "figures.toml")
     json_path = ROOT / "build" / "conditioning-model.json"
@@ -162,19 +167,22 @@ def main() -> None:
         row(f"attention entropy level {level} ({size})", h, "both",
             f"uniform {uniform:.3f}: {uniform - h:.3f} nats below; {len(layers) // len(stats)} "
             f"layers, probe step {spec.probe['step']}")
-    flat_attn = run(usual, uniform=True)
-    diff = [np.abs(base[g.id]["img"].astype(float) - flat_attn[g.id]["img"]).mean() for g in usual]
-    row(f"uniform attention: |diff| {size}", float(np.mean(diff)), "both",
-        f"min {min(diff):.1f}, max {max(diff):.1f} (0..255)")
-    for k in keys:
-        row(f"uniform attention: prompt's hair {size}", follow_share(flat_attn, usual, k, False), k)
-        one = [len(flat_attn[g.id]["chars"]) == 1 for g in usual if g.prompt == k]
-        row(f"uniform attention: exactly one {size}", sum(one) / len(one), k)
+    if "uniform" not in skip:
+        flat_attn = run(usual, uniform=True)
+        diff = [np.abs(base[g.id]["img"].astype(float) - flat_attn[g.id]["img"]).mean()
+                for g in usual]
+        row(f"uniform attention: |diff| {size}", float(np.mean(diff)), "both",
+            f"min {min(diff):.1f}, max {max(diff):.1f} (0..255)")
+        for k in keys:
+            row(f"uniform attention: prompt's hair {size}",
+                follow_share(flat_attn, usual, k, False), k)
+            one = [len(flat_attn[g.id]["chars"]) == 1 for g in usual if g.prompt == k]
+            row(f"uniform attention: exactly one {size}", sum(one) / len(one), k)
 
     # --- the large size ---------------------------------------------------------------------
     large = [Generation(k, s, args.large, args.large) for s in seeds for k in keys]
-    big = run(large)
-    for k in keys:
+    big = run(large) if "large" not in skip else {}
+    for k in keys if big else ():
         chars = [c for gg in large if gg.prompt == k for c in big[gg.id]["chars"]]
         counts = [len(big[gg.id]["chars"]) for gg in large if gg.prompt == k]
         share = (sum(c["hair"] == attrs[k]["hair"] for c in chars) / len(chars)) if chars else 0.0
@@ -185,7 +193,8 @@ def main() -> None:
         f"{size}² sampling of {len(usual)}: {sample_s:.0f} s")
     meta = {"model": comps.info.get("kind"), "model_dir": comps.info.get("dir"),
             "seeds_per_prompt": args.seeds, "first_seed": seeds[0], "size": size,
-            "large": args.large, "detector": detector.VERSION, "appearance": "pipeline/appearance.py"}
+            "large": args.large, "skipped": sorted(skip), "detector": detector.VERSION,
+            "appearance": "pipeline/appearance.py"}
     write_results(args.out, "conditioning-cpu", meta, rows, args.tag)
 
 
