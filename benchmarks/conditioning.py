@@ -11,7 +11,8 @@ evaluation's seeds), with the article's sampler:
 - guidance: how much the prompt changes the UNet's noise prediction, |eps(prompt) - eps("")| over
   |eps("")|, at three noise levels, on the model's own 512² samples noised again;
 - following: at 512², the share of images with exactly one character whose hair colour (and
-  outfit) is the prompt's (pipeline/appearance.py), and how far apart the two prompts' images of
+  outfit) is the prompt's (pipeline/appearance.py), the share of all characters drawn whose hair
+  is the prompt's, and how far apart the two prompts' images of
   one seed are (mean absolute difference, 0..255); at 768², the share of all characters drawn
   whose hair is the prompt's;
 - attention: the first attention level's mean entropy at 512² against uniform (log of the number
@@ -127,6 +128,9 @@ def main() -> None:
               for g in gens if g.prompt == key]
         return sum(ok) / len(ok)
 
+    def hair_share(chars: list, key: str) -> float:
+        return sum(c["hair"] == attrs[key]["hair"] for c in chars) / len(chars) if chars else 0.0
+
     usual = [Generation(k, s, size, size) for s in seeds for k in keys]
     t = time.perf_counter()
     base = run(usual)
@@ -136,6 +140,9 @@ def main() -> None:
         row(f"exactly one character {size}", sum(one) / len(one), k)
         row(f"one, prompt's hair {size}", follow_share(base, usual, k, False), k)
         row(f"one, prompt's hair and outfit {size}", follow_share(base, usual, k, True), k)
+        chars = [c for g in usual if g.prompt == k for c in base[g.id]["chars"]]
+        row(f"characters with prompt's hair {size}", hair_share(chars, k), k,
+            f"{len(chars)} characters")
     pairs = [np.abs(base[f"{keys[0]}-{s}-{size}x{size}-usual"]["img"].astype(float)
                     - base[f"{keys[1]}-{s}-{size}x{size}-usual"]["img"]).mean() for s in seeds]
     row("same seed, other prompt: |diff|", float(np.mean(pairs)), "both",
@@ -185,8 +192,7 @@ def main() -> None:
     for k in keys if big else ():
         chars = [c for gg in large if gg.prompt == k for c in big[gg.id]["chars"]]
         counts = [len(big[gg.id]["chars"]) for gg in large if gg.prompt == k]
-        share = (sum(c["hair"] == attrs[k]["hair"] for c in chars) / len(chars)) if chars else 0.0
-        row(f"characters with prompt's hair {args.large}", share, k,
+        row(f"characters with prompt's hair {args.large}", hair_share(chars, k), k,
             f"{len(chars)} characters; two or more in {sum(n >= 2 for n in counts)} of "
             f"{len(counts)}")
     row("seconds", round(time.perf_counter() - started, 1), "",
