@@ -25,6 +25,7 @@ template's name, and the file or the field).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,7 +110,7 @@ def environment():
                              undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
     env.globals.update(result=result, table=table, row=row, stamp=stamp)
-    env.filters.update(num=num, pct=pct, signed_pct=signed_pct)
+    env.filters.update(num=num, pct=pct, signed_pct=signed_pct, ln=math.log)
     return env
 
 
