@@ -150,4 +150,17 @@ def test_the_committed_frozen_evaluation_is_current_and_a_fresh_computation_repe
     for gen in chosen:
         with torch.no_grad():
             image = decode.to_pil(decode.vae(made[gen][None], comps.vae)[0])
-        assert evaluate.record(gen, detector.analyse(image, ref)) == frozen["records"][gen.id]
+        assert evaluate.record(gen, detector.analyse(image, ref)) == frozen["records"][gen.id], (
+            f"{gen.id} recomputed differs from its frozen record on this CPU ({_cpu()}); a CPU "
+            "of another kind may compute bf16 differently, and the key does not hold the CPU kind")
+
+
+def _cpu() -> str:
+    """This machine's CPU model and bf16 instruction sets, for a failure message."""
+    from pathlib import Path
+
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                  if line.startswith("model name")), "unknown")
+    flags = sorted({f for f in text.split() if f in ("amx_bf16", "avx512_bf16")})
+    return f"{model}; {', '.join(flags) or 'no bf16 instructions'}"
