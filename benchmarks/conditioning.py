@@ -100,8 +100,8 @@ def main() -> None:
         def done(chunk, z):
             latents.update({g.id: z[i] for i, g in enumerate(chunk)})
 
-        if uniform:  # installed after the variant (usual) by wrapping prepare
-            original = sampling.prepare
+        if uniform:  # installed after the variant (usual) by wrapping prepare; sampling.sample
+            original = sampling.prepare  # gives each UNet its own processors back afterwards
 
             def prepare(c, s, chunk, probe=None):
                 out = original(c, s, chunk, probe)
@@ -114,7 +114,6 @@ def main() -> None:
         finally:
             if uniform:
                 sampling.prepare = original
-                attention.restore(comps.unet)
         out = {}
         for g in gens:
             img = np.asarray(decode.to_pil(decode.vae(latents[g.id][None], comps.vae)[0]))
