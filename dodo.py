@@ -17,7 +17,7 @@ from doit import get_var
 from doit.task import clean_targets
 from doit.tools import config_changed
 
-from pipeline import documents, freeze, geometry, hugo, model, speedups, spec as specmod, variants
+from pipeline import documents, freeze, geometry, hugo, machine, model, spec as specmod, variants
 from pipeline.files import prune, remove_stale_temps
 from pipeline.progress import Reporter
 from pipeline.spec import Image, digest
@@ -57,7 +57,8 @@ try:
         raise model.ModelError(f"batch={BATCH} is not a batch size; use batch=auto or a "
                                f"positive whole number such as batch=4")
     try:  # the speed-up names for the device type, checked once
-        SPEEDUP_NAMES = speedups.parse(SPEEDUPS, freeze.device_type(DEVICE))
+        SPEEDUP_NAMES = machine.speedups(SPEEDUPS, freeze.device_type(DEVICE))
+        SPEEDUPS = machine.speedups_arg(SPEEDUP_NAMES)  # what the tasks load: the names, resolved
     except ValueError as err:
         raise model.ModelError(f"speedups={SPEEDUPS}: {err}; or speedups=default, "
                                f"speedups=none") from None

@@ -134,7 +134,8 @@ def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: s
         frozen = freeze.save(spec, device, comps.speedups, Path(info["dir"]), seeds, records,
                              Path(images_dir), sheets)
         source = {"mode": "computed", "frozen": str(freeze.FROZEN), "date": frozen["date"],
-                  "command": frozen["command"], "key": frozen["key"]}
+                  "command": frozen["command"], "key": frozen["key"],
+                  "machine": frozen["machine"]}
         print(f"evaluate: froze {len(records)} records into {freeze.FROZEN}")
     result = summary(spec, info, cells, records, seeds, source)
     write_json(out_json, result)
@@ -155,7 +156,8 @@ def run_frozen(spec_path: str, model_json: str, frozen_json: str, out_json: str,
     for name in frozen["sheets"]:
         atomic_write(Path(images_dir) / name, (freeze.sheets_dir(frozen_json) / name).read_bytes())
     source = {"mode": "frozen", "frozen": str(frozen_json), "date": frozen["date"],
-              "command": frozen["command"], "key": frozen["key"]}
+              "command": frozen["command"], "key": frozen["key"],
+              "machine": frozen.get("machine", "a machine it does not name")}
     records = {g.id: frozen["records"][g.id] for gens in cells.values() for g in gens}
     result = summary(spec, info, cells, records, frozen["seeds"], source)
     write_json(out_json, result)

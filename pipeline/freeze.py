@@ -6,10 +6,14 @@ output).
 FROZEN (the records: prompt, seed, size, variant, character count, colour statistics, detector
 version) and its contact sheets under SHEETS, keyed by the digest of `key_inputs`: the preview
 model's SHA256SUMS, the code that samples, decodes and analyses, the [evaluation] and [sampling]
-tables and the prompts, the torch and diffusers versions, the device type and the UNet
-speed-ups. A plain `doit` then uses the frozen records when its own key matches, and says why
-not in one line when it does not (no file, a corrupt file, or which input differs); it then
-computes the default count instead. Pure Python: dodo.py calls `load` at load time.
+tables and the prompts, the versions of torch, diffusers, numpy and Pillow, the device type and
+the UNet speed-ups. The frozen file also names the machine kind that computed it (`machine`): on
+the CPU, bf16 kernels differ between kinds (AMX or AVX-512 BF16), so another kind recomputes the
+same images only up to rounding, and the records say where they were made. The machine is not
+part of the key: a build on another kind reuses the records, and the page names their machine.
+A plain `doit` then uses the frozen records when its own key matches, and says why not in one
+line when it does not (no file, a corrupt file, or which input differs); it then computes the
+default count instead. Pure Python: dodo.py calls `load` at load time.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .files import atomic_write, code_digest, read_json, sha256_file, write_json
+from .machine import describe
 
 FROZEN = Path("frozen/evaluation.json")
 
@@ -66,7 +71,13 @@ def key_inputs(spec, device: str, speedups: tuple[str, ...], model_dir: Path) ->
             "variants": {v: spec.variants[v] for v in evaluated_variants(spec)},
             "prompts": {k: spec.prompts[k] for k in spec.evaluation["prompts"]},
             "torch": _version("torch"), "diffusers": _version("diffusers"),
+            "numpy": _version("numpy"), "pillow": _version("pillow"),
             "device": device_type(device), "speedups": list(speedups)}
+
+
+def machine(device: str) -> str:
+    """The kind of machine that computes on `device`, in words (pipeline/machine.py)."""
+    return describe(device if device.startswith("cuda") else device_type(device))
 
 
 def evaluated_variants(spec) -> list[str]:
@@ -107,8 +118,12 @@ def load(spec, device: str, speedups: tuple[str, ...], model_dir: Path, geometry
     if key(now) != data.get("key"):
         then = data.get("key_inputs", {})
         differ = [k for k in now if now[k] != then.get(k)] or ["key"]
+        hint = ""
+        if differ == ["speedups"]:  # e.g. bf16 autocast, left out on a CPU without bf16
+            named = "+".join(then["speedups"]) or "none"
+            hint = f" (speedups={named}; `doit speedups={named}` reuses its records)"
         return None, (f"the frozen evaluation {path} was computed with another "
-                      f"{', '.join(differ)}; computing instead; {FIX}")
+                      f"{', '.join(differ)}{hint}; computing instead; {FIX}")
     return data, ""
 
 
@@ -123,7 +138,7 @@ def save(spec, device: str, speedups: tuple[str, ...], model_dir: Path, seeds: i
         sheets[name] = hashlib.sha256(data).hexdigest()
     inputs = key_inputs(spec, device, speedups, model_dir)
     frozen = {"key": key(inputs), "key_inputs": inputs, "seeds": seeds,
-              "date": datetime.date.today().isoformat(),
+              "date": datetime.date.today().isoformat(), "machine": machine(device),
               "command": f"doit eval_seeds={seeds}", "sheets": sheets,
               "records": {k: {f: r[f] for f in RECORD_FIELDS} for k, r in sorted(records.items())}}
     write_json(path, frozen)
