@@ -38,13 +38,23 @@ STEP = "channels_last+bf16_autocast"  # the default's UNet speed-ups without its
 CLASSES = ("none", "one", "two or more")
 
 
-def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
-    """Best TFLOP/s of an n x n matmul in `dtype` on this CPU (torch's own threads)."""
+def matmul_peak(dtype, n: int = 2048, repeats: int = 10, budget_s: float = 2.0) -> float:
+    """Best TFLOP/s of a square matmul in `dtype` on this CPU (torch's own threads), n x n or
+    smaller where `repeats` of the next size up would overrun `budget_s`: a CPU without bf16
+    instructions emulates bf16 at a few hundred MFLOP/s, where one 2048 x 2048 product takes a
+    minute."""
     import torch
 
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    a @ b
+    side = 256
+    while True:
+        a = torch.randn(side, side).to(dtype)
+        b = torch.randn(side, side).to(dtype)
+        t = time.perf_counter()
+        a @ b
+        if side >= n or 8 * (time.perf_counter() - t) * repeats > budget_s:
+            break
+        side *= 2
+    n = side
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
