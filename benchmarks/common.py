@@ -82,10 +82,10 @@ def write_results(out_dir, name: str, context: dict, rows: list[dict], tag: str 
                                 capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    from pipeline.freeze import machine
+    from pipeline.machine import describe
 
     stamp = {"commit": commit, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-             "cpu": machine("cpu"),
+             "cpu": describe("cpu"),
              "python": platform.python_version(), "torch": torch.__version__,
              "diffusers": diffusers_version,
              "date": datetime.date.today().isoformat()}

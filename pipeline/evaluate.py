@@ -157,7 +157,7 @@ def run_frozen(spec_path: str, model_json: str, frozen_json: str, out_json: str,
         atomic_write(Path(images_dir) / name, (freeze.sheets_dir(frozen_json) / name).read_bytes())
     source = {"mode": "frozen", "frozen": str(frozen_json), "date": frozen["date"],
               "command": frozen["command"], "key": frozen["key"],
-              "machine": frozen.get("machine", "a machine it does not name")}
+              "machine": frozen["machine"]}
     records = {g.id: frozen["records"][g.id] for gens in cells.values() for g in gens}
     result = summary(spec, info, cells, records, frozen["seeds"], source)
     write_json(out_json, result)
