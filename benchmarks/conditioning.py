@@ -121,14 +121,14 @@ def main() -> None:
         return out
 
     def follow_share(images: dict, gens: list, key: str, outfit: bool) -> float:
-        want = attrs[key]
-        ok = [len(c := images[g.id]["chars"]) == 1 and c[0]["hair"] == want["hair"]
-              and (not outfit or c[0]["outfit"] == want["outfit"])
+        want = attrs[key] if outfit else {"hair": attrs[key]["hair"]}
+        ok = [len(c := images[g.id]["chars"]) == 1 and appearance.follows(c, want) == [True]
               for g in gens if g.prompt == key]
         return sum(ok) / len(ok)
 
     def hair_share(chars: list, key: str) -> float:
-        return sum(c["hair"] == attrs[key]["hair"] for c in chars) / len(chars) if chars else 0.0
+        hits = appearance.follows(chars, {"hair": attrs[key]["hair"]})
+        return sum(hits) / len(hits) if hits else 0.0
 
     usual = [Generation(k, s, size, size) for s in seeds for k in keys]
     t = time.perf_counter()

@@ -12,8 +12,8 @@ the "white" haori is drawn grey-brown); the palette's colours are far apart, so 
 colour drift does not change the reading. A region that holds too
 little of the image (a face at the edge) reads None.
 
-Used to measure whether a model follows its prompt: `follows(img, attrs)` gives, per character,
-whether its hair (and outfit) match the attributes the prompt names.
+Used to measure whether a model follows its prompt: `follows(characters(img), attrs)` gives, per
+character, whether its hair (and outfit) match the attributes the prompt names.
 """
 from __future__ import annotations
 
@@ -89,12 +89,8 @@ def characters(img: np.ndarray) -> list[dict]:
     return [{**face, **read(img, face)} for face in detector.faces(img)]
 
 
-def follows(img: np.ndarray, attrs: dict) -> list[bool]:
-    """Per character: does its hair colour (and outfit, where `attrs` names one) match?"""
-    out = []
-    for c in characters(img):
-        ok = c["hair"] == attrs["hair"]
-        if attrs.get("outfit"):
-            ok = ok and c["outfit"] == attrs["outfit"]
-        out.append(ok)
-    return out
+def follows(chars: list[dict], attrs: dict) -> list[bool]:
+    """Per character (as `characters` reads them): does its hair colour (and outfit, where
+    `attrs` names one) match?"""
+    return [c["hair"] == attrs["hair"]
+            and (not attrs.get("outfit") or c["outfit"] == attrs["outfit"]) for c in chars]

@@ -37,12 +37,13 @@ def test_a_colour_drift_does_not_change_the_reading():
 
 def test_a_wrong_prompt_is_told_apart_and_an_unseen_region_reads_none():
     img = np.asarray(portraits.render(_caption("blonde", "uniform", "long"), 3))
-    assert appearance.follows(img, {"hair": "blonde", "outfit": "uniform"}) == [True]
-    assert appearance.follows(img, {"hair": "blonde"}) == [True]
-    assert appearance.follows(img, {"hair": "black", "outfit": "uniform"}) == [False]
-    assert appearance.follows(img, {"hair": "blonde", "outfit": "shrine"}) == [False]
-    assert appearance.follows(np.zeros_like(img), {"hair": "black"}) == []
-    (face,) = appearance.characters(img)
+    chars = appearance.characters(img)
+    assert appearance.follows(chars, {"hair": "blonde", "outfit": "uniform"}) == [True]
+    assert appearance.follows(chars, {"hair": "blonde"}) == [True]
+    assert appearance.follows(chars, {"hair": "black", "outfit": "uniform"}) == [False]
+    assert appearance.follows(chars, {"hair": "blonde", "outfit": "shrine"}) == [False]
+    assert appearance.follows(appearance.characters(np.zeros_like(img)), {"hair": "black"}) == []
+    (face,) = chars
     # the same face moved to the image's bottom edge: no garment below it to read
     x0, y0, x1, y1 = face["box"]
     edge = {"box": (x0, img.shape[0] - (y1 - y0), x1, img.shape[0])}
