@@ -300,15 +300,17 @@ def task_evaluate():
     if FROZEN:
         sheets = [str(freeze.SHEETS / name) for name in FROZEN["sheets"]]
         return {"actions": [(call, ["evaluate:run_frozen", SPEC, MODEL_JSON, freeze.FROZEN,
-                                    EVAL_JSON, IMAGES])],
-                "file_dep": [str(MODEL_JSON), str(freeze.FROZEN), *sheets, *code_deps],
+                                    EVAL_JSON, IMAGES, freeze.LABELS])],
+                "file_dep": [str(MODEL_JSON), str(freeze.FROZEN), str(freeze.LABELS), *sheets,
+                             *code_deps],
                 "targets": [str(EVAL_JSON), *map(image, EVAL_SHEETS)],
                 "uptodate": [config_changed(digest([spec.evaluation, "frozen", FROZEN["key"]]))],
                 "clean": True}
     return {"actions": [(call, ["evaluate:run", SPEC, MODEL_JSON, DEVICE, LATENTS,
-                                EVAL_SEEDS if EVALUATE else 0, EVAL_JSON, IMAGES, SPEEDUPS,
-                                FROZEN_WHY])],
-            "file_dep": [str(MODEL_JSON), *map(latent, EVAL_GENS), *code_deps],
+                                EVAL_SEEDS if EVALUATE else 0, EVAL_JSON, IMAGES, freeze.LABELS,
+                                SPEEDUPS, FROZEN_WHY])],
+            "file_dep": [str(MODEL_JSON), str(freeze.LABELS), *map(latent, EVAL_GENS),
+                         *code_deps],
             "targets": [str(EVAL_JSON), *map(image, EVAL_SHEETS)],
             "uptodate": [config_changed(digest([spec.evaluation, EVAL_SEEDS, EVALUATE, DEVICE,
                                                 SPEEDUPS, FROZEN_WHY]))],

@@ -202,7 +202,12 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
                 cell[f"{short}_p"] = f"{d['p_value']:.2g}"
                 cell[f"{short}_verdict"] = verdict(d, same)
     source = result.get("source", {"mode": "computed"})
+    agree = result["agreement"]
+    if agree["applies"]:
+        agree = {**agree, "pct": percent(agree["agree"] / agree["n"]),
+                 "sizes": [{**s, "pct": percent(s["agree"] / s["n"])} for s in agree["sizes"]]}
     return {"applies": True, "level": round(100 * result["level"]), "min_compared": MIN_COMPARED,
+            "agreement": agree,
             "seeds": result["seeds"], "source": source,
             "frozen": source["mode"] == "frozen",
             "full_seeds": result["full_seeds"],

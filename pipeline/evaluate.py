@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import detector, intervals
+from .freeze import model_identity
 
 SHEET_COLUMNS = 8
 
@@ -45,10 +46,33 @@ def record(gen, analysed: dict) -> dict:
                                         "colour_error")}}
 
 
-def summary(spec, info: dict, cells: dict, records: dict, seeds: int, source: dict) -> dict:
+def agreement(labels: dict, records: dict, model: str | None) -> dict:
+    """How often the detector's class agrees with the hand label, per size, over the labelled
+    generations these records hold (`labels`: the labels file's content), for the model
+    `model` (freeze.model_identity). Only for the model the labels were made on: another model's
+    images are not the ones that were looked at."""
+    if labels.get("model") != model:
+        return {"applies": False, "why": "other-model"}
+    per: dict[int, list[int]] = {}
+    for gen, label in labels["labels"].items():
+        if gen in records:
+            r = records[gen]
+            per.setdefault(r["width"], [0, 0])
+            per[r["width"]][0] += r["class"] == label
+            per[r["width"]][1] += 1
+    if not per:
+        return {"applies": False, "why": "none-labelled"}
+    sizes = [{"size": w, "agree": a, "n": n} for w, (a, n) in sorted(per.items())]
+    return {"applies": True, "sizes": sizes, "agree": sum(s["agree"] for s in sizes),
+            "n": sum(s["n"] for s in sizes), "detector": detector.VERSION}
+
+
+def summary(spec, info: dict, cells: dict, records: dict, seeds: int, source: dict,
+            labels: dict) -> dict:
     """The evaluation as the page reads it: per cell the shares and colour error with their
     intervals (intervals.summarise) and, beside the usual attention on the same seeds, the paired
-    tests (intervals.compare); every generation's record; where the records came from."""
+    tests (intervals.compare); every generation's record; where the records came from; the
+    detector's agreement with the hand labels (`labels`, the labels file's content)."""
     out_cells = []
     for ((w, h), variant), gens in cells.items():
         rows = [records[g.id] for g in gens]
@@ -71,6 +95,7 @@ def summary(spec, info: dict, cells: dict, records: dict, seeds: int, source: di
             "full_seeds": e["seeds"], "default_seeds": e["default_seeds"],
             "prompts": e["prompts"], "seed_range": [e["seed_start"], e["seed_start"] + seeds - 1],
             "train_size": info["geometry"]["train_size"], "source": source, "cells": out_cells,
+            "agreement": agreement(labels, records, model_identity(Path(info["dir"]))),
             "generations": dict(sorted(records.items()))}
 
 
@@ -82,7 +107,8 @@ def report(result: dict) -> None:
 
 
 def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: str,
-        out_json: str, images_dir: str, speedups: str = "default", why: str = "") -> None:
+        out_json: str, images_dir: str, labels_json: str, speedups: str = "default",
+        why: str = "") -> None:
     """Decode and analyse every evaluated generation this build sampled, draw the contact
     sheets, write the evaluation; a full run (seeds >= [evaluation] seeds) is also frozen
     (pipeline/freeze.py). `why` says why no frozen evaluation was used, for the page."""
@@ -137,13 +163,13 @@ def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: s
                   "command": frozen["command"], "key": frozen["key"],
                   "machine": frozen["machine"]}
         print(f"evaluate: froze {len(records)} records into {freeze.FROZEN}")
-    result = summary(spec, info, cells, records, seeds, source)
+    result = summary(spec, info, cells, records, seeds, source, read_json(labels_json))
     write_json(out_json, result)
     report(result)
 
 
 def run_frozen(spec_path: str, model_json: str, frozen_json: str, out_json: str,
-               images_dir: str) -> None:
+               images_dir: str, labels_json: str) -> None:
     """The evaluation from its frozen records (pipeline/freeze.py; dodo.py has checked their
     key): the contact sheets are the frozen ones, nothing is sampled or decoded."""
     from . import freeze, spec as specmod
@@ -159,6 +185,6 @@ def run_frozen(spec_path: str, model_json: str, frozen_json: str, out_json: str,
               "command": frozen["command"], "key": frozen["key"],
               "machine": frozen["machine"]}
     records = {g.id: frozen["records"][g.id] for gens in cells.values() for g in gens}
-    result = summary(spec, info, cells, records, frozen["seeds"], source)
+    result = summary(spec, info, cells, records, frozen["seeds"], source, read_json(labels_json))
     write_json(out_json, result)
     report(result)

@@ -27,6 +27,9 @@ from .files import atomic_write, code_digest, read_json, sha256_file, write_json
 from .machine import describe
 
 FROZEN = Path("frozen/evaluation.json")
+# Hand labels of generations in FROZEN, made by looking at their decodes (scripts/label_sheets.py),
+# for the model they name (model_identity): evaluate.agreement checks the detector against them.
+LABELS = Path("frozen/detector_labels.json")
 
 
 def sheets_dir(path: Path = FROZEN) -> Path:
@@ -60,10 +63,15 @@ def _version(package: str) -> str | None:
         return None
 
 
+def model_identity(model_dir: Path) -> str:
+    """The model as the key and the hand labels name it: the sha256 of its SHA256SUMS."""
+    return sha256_file(Path(model_dir) / "SHA256SUMS")
+
+
 def key_inputs(spec, device: str, speedups: tuple[str, ...], model_dir: Path) -> dict:
     """Everything that decides the evaluation's records, by name (the key is their digest)."""
     evaluation = {k: v for k, v in spec.evaluation.items() if k != "default_seeds"}
-    return {"model": sha256_file(Path(model_dir) / "SHA256SUMS"),
+    return {"model": model_identity(model_dir),
             "sampling_code": code_digest(PIPELINE, SAMPLING_PATH),
             "evaluation_code": code_digest(PIPELINE, EVALUATION_PATH),
             "evaluation": json.loads(json.dumps(evaluation)),

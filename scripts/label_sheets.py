@@ -5,7 +5,7 @@
 Picks a fixed, stratified set of the evaluation's generations (PLAN: per size and variant, the
 first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (12 images
 a sheet, each numbered) and OUT_DIR/index.json (number -> generation id). The labels a person
-gives them live in tests/data/detector_labels.json, which tests/test_detector_labels.py compares
+gives them live in frozen/detector_labels.json, which tests/test_detector_labels.py compares
 with the frozen evaluation's classes.
 """
 from __future__ import annotations

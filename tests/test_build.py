@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, copy_project, doit, executed
-from pipeline import detector, emit, freeze, geometry, machine, model, spec as specmod
+from pipeline import (detector, emit, evaluate, freeze, geometry, machine, model,
+                      spec as specmod)
 
 ARTICLE = "public/sd15-image-sizes/index.html"
 
@@ -603,6 +604,20 @@ def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
         assert "reuses its records" in block
     assert f'href="/images/{data["plot"]["full"]}"' in block
     assert (project / "public/images" / data["plot"]["full"]).exists()
+    # the detector's agreement with the hand labels, over the labelled generations shown
+    labels = json.loads((project / freeze.LABELS).read_text())
+    agree = evaluate.agreement(labels, result["generations"],
+                               freeze.model_identity(project / model.PREVIEW_DIR))
+    said = " ".join(re.search(r'<span id="detector-agreement">(.*?)</span>\s*</figcaption>', block,
+                              re.S).group(1).split())
+    if frozen["key"] == result["source"].get("key"):
+        assert agree["applies"] and agree["n"] == len(labels["labels"])
+    if agree["applies"]:
+        assert f'<span class="agree">{agree["agree"]} of the {agree["n"]}</span>' in said
+        assert ", ".join(f'{s["size"]}×{s["size"]}: {s["agree"]}/{s["n"]}'
+                         for s in agree["sizes"]) in said
+    else:
+        assert "not measured here" in said
     cells = re.findall(r'<td data-variant="([^"]+)" data-counts="([^"]*)">', block)
     assert len(cells) == len(spec.evaluation["sizes"]) * len(spec.evaluation["variants"])
     blocks = re.findall(r'<figure class="fig fig-evaluation".*?</figure>', text, re.S)

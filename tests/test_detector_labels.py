@@ -1,4 +1,4 @@
-"""The detector against labels given by looking at the images: tests/data/detector_labels.json
+"""The detector against labels given by looking at the images: frozen/detector_labels.json
 holds a class for each of 220 evaluated generations (every evaluated size, the usual UNet and the
 variants that change it most), made with scripts/label_sheets.py. The frozen evaluation's records
 (frozen/evaluation.json, which tests/test_freeze.py holds to today's code) hold the detector's
@@ -6,35 +6,35 @@ class for the same generations; agreement is reported per size on the page's fou
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
-from pipeline import detector, spec as specmod
+from pipeline import detector, evaluate, spec as specmod
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = json.loads((ROOT / "tests/data/detector_labels.json").read_text())["labels"]
+LABELS_FILE = json.loads((ROOT / "frozen/detector_labels.json").read_text())
+LABELS = LABELS_FILE["labels"]
+FROZEN = json.loads((ROOT / "frozen/evaluation.json").read_text())
 TARGET = 0.95  # agreement the detector is meant to reach at every size
 
 
 def agreement() -> dict[int, tuple[int, int]]:
-    records = json.loads((ROOT / "frozen/evaluation.json").read_text())["records"]
-    out = defaultdict(lambda: [0, 0])
-    for gen, label in LABELS.items():
-        r = records[gen]
-        out[r["width"]][0] += r["class"] == label
-        out[r["width"]][1] += 1
-    return {size: tuple(v) for size, v in sorted(out.items())}
+    found = evaluate.agreement(LABELS_FILE, FROZEN["records"], FROZEN["key_inputs"]["model"])
+    assert found["applies"] and found["n"] == len(LABELS)
+    return {s["size"]: (s["agree"], s["n"]) for s in found["sizes"]}
 
 
 def test_the_labels_cover_every_evaluated_size_with_the_page_s_classes():
     spec = specmod.load(ROOT / "figures.toml")
-    records = json.loads((ROOT / "frozen/evaluation.json").read_text())["records"]
+    records = FROZEN["records"]
+    assert LABELS_FILE["model"] == FROZEN["key_inputs"]["model"], \
+        "the labels were made on another model's images than the frozen evaluation's"
     assert len(LABELS) >= 200
     assert set(LABELS.values()) == set(detector.CLASSES)
     assert set(LABELS) <= set(records), "a label names a generation the evaluation does not have"
     assert {records[g]["width"] for g in LABELS} == {w for w, _ in spec.evaluation["sizes"]}
+    assert sum(n for _, n in agreement().values()) == len(LABELS)  # the page's count: every label
 
 
 @pytest.mark.xfail(strict=True, reason="the detector misses one-eyed and noise-wrecked faces and "

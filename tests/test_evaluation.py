@@ -163,7 +163,7 @@ def test_on_a_model_the_detector_does_not_know_the_evaluation_is_left_out(tmp_pa
     model_json.write_text(json.dumps({"kind": "dir", "id": "sd15@abc", "geometry": {}}))
     out = tmp_path / "evaluation.json"
     evaluate.run(str(ROOT / "figures.toml"), str(model_json), "cpu", str(tmp_path), "4",
-                 str(out), str(tmp_path))
+                 str(out), str(tmp_path), str(ROOT / "frozen/detector_labels.json"))
     result = json.loads(out.read_text())
     assert result == {"applies": False, "model": "sd15@abc"}
     assert emit.evaluation_summary(result, tmp_path, {}) == {"applies": False, "model": "sd15@abc"}
@@ -183,3 +183,19 @@ def test_verdict_keys_sit_on_the_right_side_of_their_thresholds(paired, same, ke
     from pipeline import emit
 
     assert emit.verdict(paired, same) == key
+
+
+def test_agreement_counts_the_labelled_generations_the_records_hold_for_the_labelled_model():
+    def rec(width, cls):
+        return {"width": width, "class": cls}
+
+    records = {"a": rec(512, "one"), "b": rec(512, "duplicated"), "c": rec(768, "duplicated"),
+               "d": rec(768, "none")}
+    labels = {"model": "m1", "labels": {"a": "one", "b": "one", "c": "duplicated",
+                                               "x": "none"}}
+    found = evaluate.agreement(labels, records, "m1")
+    assert found["applies"] and (found["agree"], found["n"]) == (2, 3)
+    assert [(s["size"], s["agree"], s["n"]) for s in found["sizes"]] == [(512, 1, 2), (768, 1, 1)]
+    assert evaluate.agreement(labels, records, "m2") == {"applies": False, "why": "other-model"}
+    assert evaluate.agreement(labels, {"d": rec(768, "none")}, "m1") == {
+        "applies": False, "why": "none-labelled"}
