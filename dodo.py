@@ -17,7 +17,8 @@ from doit import get_var
 from doit.task import clean_targets
 from doit.tools import config_changed
 
-from pipeline import documents, freeze, geometry, hugo, machine, model, spec as specmod, variants
+from pipeline import documents, freeze, geometry, hugo, model, spec as specmod, variants
+from pipeline import speedups as speedupsmod
 from pipeline.files import prune, remove_stale_temps
 from pipeline.progress import Reporter
 from pipeline.spec import Image, digest
@@ -57,8 +58,8 @@ try:
         raise model.ModelError(f"batch={BATCH} is not a batch size; use batch=auto or a "
                                f"positive whole number such as batch=4")
     try:  # the speed-up names for the device type, checked once
-        SPEEDUP_NAMES = machine.speedups(SPEEDUPS, freeze.device_type(DEVICE))
-        SPEEDUPS = machine.speedups_arg(SPEEDUP_NAMES)  # what the tasks load: the names, resolved
+        SPEEDUP_NAMES = speedupsmod.parse(SPEEDUPS, freeze.device_type(DEVICE))
+        SPEEDUPS = speedupsmod.arg(SPEEDUP_NAMES)  # what the tasks load: the names, resolved
     except ValueError as err:
         raise model.ModelError(f"speedups={SPEEDUPS}: {err}; or speedups=default, "
                                f"speedups=none") from None
@@ -153,7 +154,7 @@ def task_train():
     """Train the preview miniature again into models/preview/ (not in the default build)."""
     return {"actions": [(call, ["train:run_task", SPEC, model.PREVIEW_DIR, DEVICE,
                                 BUILD / "train"])],
-            "file_dep": code("train", "portraits", "preview_model"),
+            "file_dep": code("train", "training_loop", "captions", "portraits", "preview_model"),
             "uptodate": [False], "verbosity": 2}
 
 

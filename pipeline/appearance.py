@@ -43,7 +43,7 @@ def _median(img: np.ndarray, x0: float, y0: float, x1: float, y1: float):
 
 def drawn(colour) -> np.ndarray:
     """A palette colour as portraits.py draws it before its random jitter."""
-    return np.asarray(portraits._jitter(np.random.default_rng(0), colour, 0), np.float32)
+    return np.asarray(portraits.as_drawn(colour), np.float32)
 
 
 HAIR = {k: drawn(v) for k, v in portraits.HAIR.items()}

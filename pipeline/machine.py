@@ -1,21 +1,11 @@
-"""The machine a build runs on: what kind of CPU (or GPU) it is, and the UNet speed-ups that pay
-on it.
-
-`speedups.DEFAULTS["cpu"]` runs the UNet under bf16 autocast, which pays where the CPU computes
-bf16 natively (AVX-512 BF16 or AMX). Elsewhere oneDNN emulates bf16 and a UNet call is slower
-than in fp32: 1.56 s against 0.256 s at 512x512 on an AMD EPYC with AVX2 only
-(benchmarks/results/cpu_path-calls-preview-cpu-avx2.json), so there the default leaves bf16
-autocast out. Which set a build used is in its cache keys, provenance and frozen-evaluation key,
-so choosing here changes no image's record silently. Pure Python (dodo.py reads it at load time).
-"""
+"""The machine a build runs on: what kind of CPU (or GPU) it is, in words and in the CPU's bf16
+instruction sets (which decide the CPU's default speed-ups, pipeline/speedups.py). Pure Python
+(dodo.py reads it at load time through speedups.parse)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from . import speedups as speedupsmod
-
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo's names for native bf16 arithmetic
-CPU_WITHOUT_BF16 = tuple(n for n in speedupsmod.DEFAULTS["cpu"] if n != "bf16_autocast")
 
 
 def cpu_fields() -> dict[str, str]:
@@ -50,17 +40,3 @@ def describe(device: str) -> str:
     return (f"{fields.get('model name', 'unknown CPU')} ({fields.get('vendor_id', '?')} family "
             f"{fields.get('cpu family', '?')} model {fields.get('model', '?')}; "
             f"{', '.join(bf16_flags(fields)) or 'no bf16 instructions'})")
-
-
-def speedups(arg: str | None, device_type: str) -> tuple[str, ...]:
-    """The speed-ups a `speedups=` argument names on this machine: as `speedups.parse`, except
-    that "default" on a CPU without bf16 instructions leaves bf16 autocast out."""
-    names = speedupsmod.parse(arg, device_type)
-    if (arg or "default").strip() == "default" and device_type == "cpu" and not bf16_flags():
-        return CPU_WITHOUT_BF16
-    return names
-
-
-def speedups_arg(names: tuple[str, ...]) -> str:
-    """The `speedups=` argument that names exactly `names` (what dodo.py hands its tasks)."""
-    return "+".join(names) or speedupsmod.NONE

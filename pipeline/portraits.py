@@ -67,6 +67,12 @@ def _jitter(rng: np.random.Generator, colour, amount: float = 18, skin: bool = F
     return tuple(int(v) for v in c)
 
 
+def as_drawn(colour) -> tuple:
+    """A palette colour as the renderer draws it before its random jitter (moved away from the
+    skin colour as every non-skin colour is)."""
+    return _jitter(np.random.default_rng(0), colour, 0)
+
+
 def _background(draw: ImageDraw.ImageDraw, rng, scene: str, w: int, h: int) -> None:
     top, bottom, ground = (_jitter(rng, c) for c in SCENE[scene])
     horizon = int(h * rng.uniform(0.55, 0.75))

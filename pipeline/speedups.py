@@ -16,6 +16,8 @@ one set are never reused for another.
 """
 from __future__ import annotations
 
+from . import machine
+
 
 def channels_last(unet):
     """NHWC memory layout for the convolutions (cuDNN's tensor-core kernels prefer it)."""
@@ -101,18 +103,30 @@ COMPILERS = ("compiled", "compiled_autotune", "compiled_graphs")
 # CUDA by benchmarks/unet_speedups.py, the CPU by benchmarks/cpu_path.py.
 DEFAULTS = {"cuda": ("channels_last",),
             "cpu": ("channels_last", "bf16_autocast", "cpu_workers")}
+# The CPU default where the CPU has no native bf16 arithmetic (machine.bf16_flags): there oneDNN
+# emulates bf16 and a UNet call is slower than in fp32, 1.56 s against 0.256 s at 512x512 on an
+# AMD EPYC with AVX2 only (benchmarks/results/cpu_path-calls-preview-cpu-avx2.json).
+CPU_WITHOUT_BF16 = ("channels_last", "cpu_workers")
 NONE = "none"  # `speedups=none`: the plain modules as loaded (fp32 on the CPU, fp16 on CUDA)
 
 
 def parse(arg: str | None, device: str) -> tuple[str, ...]:
     """The speed-ups a `speedups=` argument names for `device`: "default" (or nothing) is
-    DEFAULTS for its type, "none" is none, anything else names joined by "+" or ","."""
+    DEFAULTS for its type (on a CPU without bf16 instructions, CPU_WITHOUT_BF16), "none" is
+    none, anything else names joined by "+" or ","."""
     arg = (arg or "default").strip()
     if arg == "default":
-        return DEFAULTS["cuda" if device.startswith("cuda") else "cpu"]
+        if device.startswith("cuda"):
+            return DEFAULTS["cuda"]
+        return DEFAULTS["cpu"] if machine.bf16_flags() else CPU_WITHOUT_BF16
     if arg == NONE:
         return ()
     return check(arg.replace(",", "+").split("+"))
+
+
+def arg(names) -> str:
+    """The `speedups=` argument that names exactly `names` (what dodo.py hands its tasks)."""
+    return "+".join(names) or NONE
 
 
 def check(names) -> tuple[str, ...]:

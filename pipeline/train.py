@@ -71,9 +71,9 @@ class Settings:
     warmup: int = 200
     ema: float = 0.999
     checkpoint_every: int = 500
-    captions: str = "fixed"     # "fixed": six captions (portraits.training_captions); "varied":
-                                # each item described in its own words (pipeline/captions.py)
-    tokenizer: str = "bytes"    # "bytes": a token per byte; "words": a token per caption word
+    captions: str = "varied"    # "varied": each item described in its own words (pipeline/captions.py);
+                                # "fixed": six captions (portraits.training_captions) ("fixed")
+    tokenizer: str = "words"    # "words": a token per caption word; "bytes": a token per byte ("bytes")
 
     def __post_init__(self):
         for name, allowed in (("captions", ("fixed", "varied")),

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, copy_project, doit, executed
-from pipeline import (detector, emit, evaluate, freeze, geometry, machine, model,
+from pipeline import (detector, emit, evaluate, freeze, geometry, machine, model, speedups,
                       spec as specmod)
 
 ARTICLE = "public/sd15-image-sizes/index.html"
@@ -583,7 +583,7 @@ def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
     # wherever the default path is the one it was frozen with; on a CPU without bf16
     # instructions the default leaves bf16 autocast out, so the build computes and says why
     frozen = json.loads((project / "frozen/evaluation.json").read_text())
-    _, why = freeze.load(spec, "cpu", machine.speedups("default", "cpu"),
+    _, why = freeze.load(spec, "cpu", speedups.parse("default", "cpu"),
                          project / model.PREVIEW_DIR, geometry.load(project / model.PREVIEW_DIR),
                          path=project / freeze.FROZEN)
     assert result["applies"] and result["detector"] and result["model_sha256"]

@@ -104,26 +104,13 @@ def test_another_device_or_path_does_not_use_it_and_names_what_differs(spec, geo
         assert f"another speedups (speedups={used}; `doit speedups={used}` reuses" in why
 
 
-def test_the_cpu_default_uses_bf16_autocast_only_where_the_cpu_has_bf16_instructions(
-        monkeypatch):
-    with_bf16 = {"flags": "fpu avx2 avx512f avx512_bf16"}
-    without = {"flags": "fpu avx2 fma"}
-    assert machine.bf16_flags(with_bf16) == ["avx512_bf16"]
-    assert machine.bf16_flags({"flags": "amx_bf16 amx_tile avx512_bf16"}) == ["amx_bf16",
-                                                                             "avx512_bf16"]
-    assert machine.bf16_flags(without) == []
-    monkeypatch.setattr(machine, "cpu_fields", lambda: with_bf16)
-    assert machine.speedups("default", "cpu") == speedups.DEFAULTS["cpu"]
-    assert "bf16_autocast" in speedups.DEFAULTS["cpu"]
-    monkeypatch.setattr(machine, "cpu_fields", lambda: without)
-    assert machine.speedups("default", "cpu") == ("channels_last", "cpu_workers")
-    assert machine.speedups(None, "cpu") == ("channels_last", "cpu_workers")
-    assert machine.speedups("channels_last+bf16_autocast", "cpu") == ("channels_last",
-                                                                      "bf16_autocast")
-    assert machine.speedups("default", "cuda") == speedups.DEFAULTS["cuda"]
-    assert machine.speedups_arg(()) == "none"
-    assert machine.speedups_arg(("channels_last", "cpu_workers")) == "channels_last+cpu_workers"
+def test_the_machine_is_named_with_its_bf16_instructions_or_their_absence(monkeypatch):
+    monkeypatch.setattr(machine, "cpu_fields", lambda: {"model name": "Some CPU",
+                                                        "flags": "fpu avx2 fma"})
     assert freeze.machine("cpu").endswith("; no bf16 instructions)")
+    monkeypatch.setattr(machine, "cpu_fields", lambda: {"model name": "Some CPU",
+                                                        "flags": "fpu avx512_bf16"})
+    assert freeze.machine("cpu").endswith("; avx512_bf16)")
 
 
 def test_other_code_or_settings_do_not_use_it(spec, geom, tmp_path, monkeypatch):

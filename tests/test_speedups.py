@@ -80,7 +80,34 @@ def test_unknown_or_conflicting_names_fail_naming_the_known_ones():
         assert speedups.check(names) == names
 
 
-def test_the_speedups_argument_names_a_path_per_device():
+def test_the_cpu_default_uses_bf16_autocast_only_where_the_cpu_has_bf16_instructions(
+        monkeypatch):
+    from pipeline import machine
+
+    with_bf16 = {"flags": "fpu avx2 avx512f avx512_bf16"}
+    without = {"flags": "fpu avx2 fma"}
+    assert machine.bf16_flags(with_bf16) == ["avx512_bf16"]
+    assert machine.bf16_flags({"flags": "amx_bf16 amx_tile avx512_bf16"}) == ["amx_bf16",
+                                                                             "avx512_bf16"]
+    assert machine.bf16_flags(without) == []
+    monkeypatch.setattr(machine, "cpu_fields", lambda: with_bf16)
+    assert speedups.parse("default", "cpu") == speedups.DEFAULTS["cpu"]
+    assert "bf16_autocast" in speedups.DEFAULTS["cpu"]
+    monkeypatch.setattr(machine, "cpu_fields", lambda: without)
+    assert speedups.parse("default", "cpu") == speedups.CPU_WITHOUT_BF16
+    assert speedups.parse(None, "cpu") == ("channels_last", "cpu_workers")
+    assert speedups.parse("channels_last+bf16_autocast", "cpu") == ("channels_last",
+                                                                    "bf16_autocast")
+    assert speedups.parse("default", "cuda") == speedups.DEFAULTS["cuda"]
+    assert speedups.arg(()) == "none"
+    assert speedups.arg(("channels_last", "cpu_workers")) == "channels_last+cpu_workers"
+    assert speedups.check(speedups.CPU_WITHOUT_BF16) == speedups.CPU_WITHOUT_BF16
+
+
+def test_the_speedups_argument_names_a_path_per_device(monkeypatch):
+    from pipeline import machine
+
+    monkeypatch.setattr(machine, "cpu_fields", lambda: {"flags": "avx512_bf16"})
     assert speedups.parse(None, "cpu") == speedups.DEFAULTS["cpu"]
     assert speedups.parse("default", "cuda:1") == speedups.DEFAULTS["cuda"]
     assert speedups.parse("none", "cpu") == ()
