@@ -54,6 +54,10 @@ def main() -> None:
                # every invocation's, where the checkpoints recorded it (None: they did not)
                "total_seconds": record.get("total_seconds"),
                "render_and_encode_seconds": record["render_and_encode_seconds"],
+               "stage_seconds": record.get("stage_seconds"),  # None: an older record
+               "captions": s.get("captions", "fixed"), "tokenizer": s.get("tokenizer", "bytes"),
+               "distinct_captions": record.get("distinct_captions",
+                                               len(record.get("captions", []))),
                "vae_steps": s["vae_steps"], "vae_batch": s["vae_batch"], "vae_crop": s["vae_crop"],
                "colour_weight": s.get("colour_weight", 0.0),
                "centre_latents": s.get("centre_latents", False),

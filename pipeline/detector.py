@@ -15,10 +15,13 @@ an eye already inside a found face starts no other. The portraits' faces are ren
 colour (portraits.SKIN), which no other element comes within portraits.SKIN_MARGIN of.
 
 A face's eyes are the eye-sized dark blobs it encloses: every training portrait's face has two. A
-face with more than EYES (a third eye, a ghost of a second face inside the first, what a
-training-free fix can trade a duplicated body for) makes the image `malformed`. Each image falls
-into one class: none (no face), one (one face, at most EYES eyes), malformed (one face with more)
-or duplicated (two or more faces).
+face with more or fewer than EYES (a third eye, a ghost of a second face inside the first, a
+one-eyed face: what a training-free fix can trade a duplicated body for) makes the image
+`malformed`. So does noise over the whole image (a fix that breaks the sampler's denoising leaves
+it): where the mean luma step between neighbouring pixels exceeds NOISE the eyes drown in speckle,
+and such an image is malformed whatever faces can still be found in it, unless two can. Each
+image falls into one class: none (no face), one (one face with EYES eyes), malformed (one face
+with another count, or a noise-wrecked image) or duplicated (two or more faces).
 
 Colour statistics are the mean HSV saturation, the contrast (standard deviation of luma) and the
 clipped share (pixels with a channel at 0..2 or 253..255); `colour_error` is the root mean square
@@ -28,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-VERSION = 3  # bump when the rules below change: it is part of every evaluation's provenance
+VERSION = 4  # bump when the rules below change: it is part of every evaluation's provenance
 CELL = 4
 DARK = 90            # luma (0..255) below which a cell counts as dark (an eye, black hair)
 EYE_SIZE = (2, 80)   # an eye is a dark blob of this many cells ...
@@ -41,7 +44,9 @@ MIN_AREA = 0.006     # a face covers at least this share of the image ...
 MIN_PIXELS = 600     # ... and this many pixels ...
 MAX_PIXELS = 40000   # ... and at most this many (the training portraits' faces: 9,700 to 16,500)
 EYE_CELLS = 2        # dark cells a face encloses at least (eyes)
-EYES = 2             # eyes a well-formed face has; more make the image malformed
+EYES = 2             # eyes a well-formed face has; more or fewer make the image malformed
+NOISE = 4.0          # mean |luma step| to the right and downward neighbour (0..255, summed) above
+                     # which an image is wrecked by noise (model decodes: at most 2.8; wrecked: 5.5)
 CLASSES = ("none", "one", "malformed", "duplicated")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 STATS = ("saturation", "contrast", "clipped")
@@ -196,13 +201,21 @@ def count_characters(img: np.ndarray) -> int:
     return len(heads(np.asarray(img)))
 
 
-def classify(found: list[dict]) -> str:
-    """The image's class (CLASSES) from its faces."""
-    if not found:
-        return "none"
+def noise(img: np.ndarray) -> float:
+    """Mean absolute luma step between neighbouring pixels, rightward plus downward (0..510)."""
+    luma = img[..., :3].astype(np.float32) @ LUMA
+    return float(np.abs(np.diff(luma, axis=0)).mean() + np.abs(np.diff(luma, axis=1)).mean())
+
+
+def classify(found: list[dict], noisy: bool = False) -> str:
+    """The image's class (CLASSES) from its faces and whether it is wrecked by noise."""
     if len(found) > 1:
         return "duplicated"
-    return "malformed" if found[0]["eyes"] > EYES else "one"
+    if noisy:
+        return "malformed"
+    if not found:
+        return "none"
+    return "one" if found[0]["eyes"] == EYES else "malformed"
 
 
 def colour_stats(img: np.ndarray) -> dict:
@@ -234,8 +247,9 @@ def analyse(img, ref: dict | None = None) -> dict:
     arr = np.asarray(img)
     stats = colour_stats(arr)
     found = faces(arr)
+    rough = noise(arr)
     out = {"characters": len(found), "eyes": [f["eyes"] for f in found],
-           "class": classify(found), **stats}
+           "class": classify(found, rough > NOISE), "noise": rough, **stats}
     if ref is not None:
         out["colour_error"] = colour_error(stats, ref)
     return out

@@ -9,6 +9,7 @@ requires the committed documents to be exactly that.
 What a template can use:
 
     result("evaluation-32seeds-cpu")         the file's JSON (fields as attributes)
+    has_result("train_miniature-cpu-repro")  whether that file exists (a run made at all)
     table("sd15_workload-sd15-cuda")         a CSV file's rows (numbers as numbers)
     row(r, size=768, variant="usual")        the one row of r["rows"] (or of a table) matching
                                              every field
@@ -50,6 +51,12 @@ def result(name: str) -> dict:
     data = json.loads(path.read_text())
     data.setdefault("_file", path.name)
     return data
+
+
+def has_result(name: str) -> bool:
+    """Whether benchmarks/results/<name>.json exists (for a sentence that depends on a run
+    having been made at all)."""
+    return (RESULTS / f"{name}.json").is_file()
 
 
 def table(name: str) -> list[dict]:
@@ -109,7 +116,7 @@ def environment():
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, autoescape=False)
-    env.globals.update(result=result, table=table, row=row, stamp=stamp)
+    env.globals.update(result=result, has_result=has_result, table=table, row=row, stamp=stamp)
     env.filters.update(num=num, pct=pct, signed_pct=signed_pct, ln=math.log)
     return env
 

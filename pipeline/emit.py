@@ -366,7 +366,7 @@ def training_summary(path: Path) -> dict | None:
             "data_seed": s["seed"], "final_loss": round(t["final_loss"], 4),
             "vae_mse": round(t["vae_final_mse"], 4), "scaling_factor": t["scaling_factor"],
             "caption_dropout_pct": round(100 * t.get("caption_dropout", 0.1)),
-            "captions": len(t["captions"])}
+            "captions": t.get("distinct_captions", len(t["captions"]))}  # distinct captions
 
 
 def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, images_dir: str,

@@ -4,9 +4,11 @@
 
 Picks a fixed, stratified set of the evaluation's generations (PLAN: per size and variant, the
 first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (12 images
-a sheet, each numbered) and OUT_DIR/index.json (number -> generation id). The labels a person
-gives them live in frozen/detector_labels.json, which tests/test_detector_labels.py compares
-with the frozen evaluation's classes.
+a sheet, each numbered), OUT_DIR/index.json (number -> generation id) and each decode at full
+size as OUT_DIR/images/<generation id>.png (for looking closer, and for trying a detector change
+against the labels without decoding again). The labels a person gives them live in
+frozen/detector_labels.json, which tests/test_detector_labels.py compares with the frozen
+evaluation's classes.
 """
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ def main() -> None:
     from pipeline.sampling import load_latents
 
     out = Path(sys.argv[1])
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "images").mkdir(parents=True, exist_ok=True)
     spec = specmod.load(ROOT / "figures.toml")
     comps = model.load(str(ROOT / "build/model.json"), "cpu", "none")
     gens = chosen(spec, comps.info["geometry"])
@@ -56,7 +58,9 @@ def main() -> None:
         for k, g in enumerate(gens[start:start + PER_SHEET]):
             z, _ = load_latents(ROOT / "build/latents" / f"{g.id}.safetensors")
             with torch.no_grad():
-                img = decode.to_pil(decode.vae(z[None], comps.vae)[0]).resize((SIDE, SIDE))
+                full = decode.to_pil(decode.vae(z[None], comps.vae)[0])
+            full.save(out / "images" / f"{g.id}.png")
+            img = full.resize((SIDE, SIDE))
             x, y = (k % COLUMNS) * (SIDE + 4), (k // COLUMNS) * (SIDE + 4)
             sheet.paste(img, (x, y))
             number = start + k

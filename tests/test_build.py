@@ -129,6 +129,7 @@ def test_preview_banner_and_provenance_are_on_the_page(project):
     record = json.loads((project / "models/preview/training.json").read_text())
     banner = re.search(r'<aside class="preview-banner".*?</aside>', text, re.S).group(0)
     assert f"trained for {record['unet_steps_done']} UNet steps" in " ".join(banner.split())
+    assert f"under {record['distinct_captions']} distinct captions" in " ".join(banner.split())
     assert text.count('<details class="provenance">') == len(specmod.load(project / "figures.toml").figures)
     assert "<td>715317074</td>" in text and not re.search(r"\d\.\d+e\+\d", text)  # no 7.15e+08
     assert re.search(r'title="miko · seed 715317074 · 768×768 · 22 steps dpmpp_2m \(karras\) · '

@@ -66,9 +66,14 @@ def test_every_caption_word_is_one_token_and_the_article_prompts_fit():
         assert len(tok.tokenize("zyxw")) == 4  # an unknown word still tokenizes, byte by byte
 
 
-def test_without_words_the_tokenizer_is_the_byte_level_one_the_shipped_model_has():
+def test_the_shipped_tokenizer_is_the_caption_vocabulary_s_and_without_words_bytes_only():
+    import json
+
     from pipeline import model
 
-    vocab, merges = preview_model.tokenizer_files()
+    vocab, merges = preview_model.tokenizer_files(captions.vocabulary(SPEC.prompts))
     assert vocab == (model.PREVIEW_DIR / "tokenizer" / "vocab.json").read_bytes()
     assert merges == (model.PREVIEW_DIR / "tokenizer" / "merges.txt").read_bytes()
+    plain, _ = preview_model.tokenizer_files()
+    whole = [t for t in json.loads(vocab) if len(t) > 5 and t.endswith("</w>")]
+    assert whole and not [t for t in json.loads(plain) if t in whole]

@@ -145,6 +145,43 @@ def test_a_face_with_a_third_eye_is_malformed_and_a_training_face_is_not(caption
         assert detector.analyse(bad)["class"] == "malformed"
 
 
+def _one_eye(img: np.ndarray) -> np.ndarray:
+    """The image with its one face's rightmost eye painted over in the colour beside it."""
+    from PIL import ImageDraw
+
+    (face,) = detector.faces(img)
+    x0, y0, x1, y1 = face["box"]
+    luma = img[y0:y1, x0:x1].astype(np.float32) @ detector.LUMA
+    ys, xs = np.nonzero(luma < detector.DARK)
+    right = xs > (xs.min() + xs.max()) / 2
+    ex0, ex1 = x0 + xs[right].min() - 3, x0 + xs[right].max() + 3
+    ey0, ey1 = y0 + ys[right].min() - 3, y0 + ys[right].max() + 3
+    out = Image.fromarray(img.copy())
+    ImageDraw.Draw(out).rectangle((ex0, ey0, ex1, ey1), fill=tuple(int(v) for v in img[ey0 - 4, ex0]))
+    return np.asarray(out)
+
+
+def _speckled(img: np.ndarray, amount: float = 40) -> np.ndarray:
+    """The image with strong per-pixel noise, as a fix that breaks the denoising leaves it."""
+    noise = np.random.default_rng(0).normal(0, amount, img.shape)
+    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("caption", CAPTIONS[:2])
+def test_a_one_eyed_face_and_a_noise_wrecked_image_are_malformed(caption):
+    img = np.asarray(portraits.render(caption, 1))
+    assert detector.noise(img) < detector.NOISE
+    one_eyed = _one_eye(img)
+    assert [f["eyes"] for f in detector.faces(one_eyed)] == [1]
+    assert detector.analyse(one_eyed)["class"] == "malformed"
+    wrecked = _speckled(img)
+    assert detector.noise(wrecked) > detector.NOISE
+    assert detector.analyse(wrecked)["class"] == "malformed"
+    two = np.asarray(portraits.render_scene(caption, 1, 2))
+    assert detector.classify(detector.faces(two), noisy=True) == "duplicated"  # two still told apart
+    assert detector.classify([], noisy=False) == "none"
+
+
 def test_each_image_falls_into_one_class():
     caption = CAPTIONS[0]
     classes = [detector.analyse(np.asarray(portraits.render_scene(caption, 1, k)))["class"]
