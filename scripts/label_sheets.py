@@ -1,12 +1,15 @@
 """Make numbered sheets of evaluated generations for labelling the detector's classes by eye.
 
     python scripts/label_sheets.py OUT_DIR        # after `doit eval_seeds=32` (latents cached)
+    python scripts/label_sheets.py OUT_DIR --after N   # the N seeds past PLAN's, per cell
 
 Picks a fixed, stratified set of the evaluation's generations (PLAN: per size and variant, the
 first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (12 images
 a sheet, each numbered), OUT_DIR/index.json (number -> generation id) and each decode at full
 size as OUT_DIR/images/<generation id>.png (for looking closer, and for trying a detector change
-against the labels without decoding again). The labels a person gives them live in
+against the labels without decoding again). `--after N` picks, for each of PLAN's cells, the N
+generations that follow the ones PLAN names: a held-out set for checking a detector change that
+was tried against the labels already given. The labels a person gives them live in
 frozen/detector_labels.json, which tests/test_detector_labels.py compares with the frozen
 evaluation's classes.
 """
@@ -30,11 +33,13 @@ PLAN = {  # (size, variant): generations, the first seeds of the evaluation's ra
 PER_SHEET, COLUMNS, SIDE = 12, 4, 256
 
 
-def chosen(spec, geometry) -> list:
+def chosen(spec, geometry, after: int = 0) -> list:
+    """PLAN's generations, or with `after` the `after` generations past them in each cell."""
     cells = spec.evaluation_cells(spec.evaluation["seeds"], geometry)
     out = []
     for (size, variant), n in PLAN.items():
-        out += cells[((size, size), variant)][:n]
+        cell = cells[((size, size), variant)]
+        out += cell[n:n + after] if after else cell[:n]
     return list(dict.fromkeys(out))
 
 
@@ -45,11 +50,17 @@ def main() -> None:
     from pipeline import decode, model, spec as specmod
     from pipeline.sampling import load_latents
 
-    out = Path(sys.argv[1])
+    import argparse
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--after", type=int, default=0,
+                        help="per cell, the N generations past PLAN's (a held-out set)")
+    args = parser.parse_args()
+    out = args.out
     (out / "images").mkdir(parents=True, exist_ok=True)
     spec = specmod.load(ROOT / "figures.toml")
     comps = model.load(str(ROOT / "build/model.json"), "cpu", "none")
-    gens = chosen(spec, comps.info["geometry"])
+    gens = chosen(spec, comps.info["geometry"], args.after)
     index = {}
     for start in range(0, len(gens), PER_SHEET):
         rows = -(-PER_SHEET // COLUMNS)
