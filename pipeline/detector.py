@@ -10,11 +10,15 @@ light (luma at least FACE_LUMA) and not vivid (saturation at most FACE_SATURATIO
 then the cells within FACE_DISTANCE of that colour connected to the ring; it is one when it covers
 at least MIN_AREA of the image (and MIN_PIXELS), at most MAX_PIXELS and no further than REACH
 cells from the eye (so not the sky or a wall), and encloses the eye and at least EYE_CELLS dark
-cells in all (region cells on all four sides of them). Faces that share a cell are one head, and
-an eye already inside a found face starts no other. The portraits' faces are rendered in one skin
+cells in all (region cells on all four sides of them). Where the region at FACE_DISTANCE is too
+large or reaches too far, the tighter tolerances of TOLERANCES are tried in turn: a decode blurs a
+face into blonde hair or a neck of nearly its colour, and the face is the part that stays close.
+Faces that share a cell are one head, and an eye already inside a found face starts no other. The portraits' faces are rendered in one skin
 colour (portraits.SKIN), which no other element comes within portraits.SKIN_MARGIN of.
 
-A face's eyes are the eye-sized dark blobs it encloses: every training portrait's face has two. A
+A face's eyes are the eye-sized, eye-shaped blobs it encloses that are dark, or darker than
+EYE_RATIO times the face's median luma (a decode draws a ghost's eyes fainter than the face's
+own; the mouth's line is too long for an eye): every training portrait's face has two. A
 face with more or fewer than EYES (a third eye, a ghost of a second face inside the first, a
 one-eyed face: what a training-free fix can trade a duplicated body for) makes the image
 `malformed`. So does noise over the whole image (a fix that breaks the sampler's denoising leaves
@@ -31,19 +35,21 @@ from __future__ import annotations
 
 import numpy as np
 
-VERSION = 4  # bump when the rules below change: it is part of every evaluation's provenance
+VERSION = 5  # bump when the rules below change: it is part of every evaluation's provenance
 CELL = 4
 DARK = 90            # luma (0..255) below which a cell counts as dark (an eye, black hair)
 EYE_SIZE = (2, 80)   # an eye is a dark blob of this many cells ...
 EYE_ASPECT = 3.0     # ... no more than this much taller than wide or wider than tall
 FACE_LUMA = 150      # the skin around an eye is at least this light ...
 FACE_SATURATION = 0.40  # ... and at most this saturated (the portraits' skin: 0.23)
-FACE_DISTANCE = 40.0 # RGB distance from that skin's colour within which a cell is face
+FACE_DISTANCE = 40.0 # RGB distance from that skin's colour within which a cell is face ...
+TOLERANCES = (1.0, 0.75, 0.5)  # ... times these, tried in turn until the face fits its bounds
 REACH = 64           # cells: a face reaches no further than this from its eye
 MIN_AREA = 0.006     # a face covers at least this share of the image ...
 MIN_PIXELS = 600     # ... and this many pixels ...
 MAX_PIXELS = 40000   # ... and at most this many (the training portraits' faces: 9,700 to 16,500)
 EYE_CELLS = 2        # dark cells a face encloses at least (eyes)
+EYE_RATIO = 0.55     # an enclosed blob darker than this times the face's median luma is an eye
 EYES = 2             # eyes a well-formed face has; more or fewer make the image malformed
 NOISE = 4.0          # mean |luma step| to the right and downward neighbour (0..255, summed) above
                      # which an image is wrecked by noise (model decodes: at most 2.8; wrecked: 5.5)
@@ -118,13 +124,18 @@ def _eyes(dark: np.ndarray) -> list[tuple[float, float, int, int, int, int]]:
     """Candidate eyes: (centre row, centre column, y0, y1, x0, x1) of eye-shaped dark blobs."""
     out = []
     for ys, xs in _components(dark):
-        if not EYE_SIZE[0] <= len(ys) <= EYE_SIZE[1]:
+        if not _eye_shaped(ys, xs):
             continue
         y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        if max(y1 - y0, x1 - x0) > EYE_ASPECT * min(y1 - y0, x1 - x0):
-            continue
         out.append((float(ys.mean()), float(xs.mean()), int(y0), int(y1), int(x0), int(x1)))
     return sorted(out, key=lambda e: e[1])
+
+
+def _eye_shaped(ys: np.ndarray, xs: np.ndarray) -> bool:
+    """Whether a blob of cells has an eye's size and shape (not a mouth's line, not hair)."""
+    height, width = ys.max() + 1 - ys.min(), xs.max() + 1 - xs.min()
+    return (EYE_SIZE[0] <= len(ys) <= EYE_SIZE[1]
+            and max(height, width) <= EYE_ASPECT * min(height, width))
 
 
 def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: float):
@@ -144,12 +155,17 @@ def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: 
     skin = np.median(colour[ring], axis=0)
     if skin @ LUMA < FACE_LUMA or skin.max() - skin.min() > FACE_SATURATION * skin.max():
         return None  # too dark or too vivid for skin
-    region = _grow(ring, np.linalg.norm(colour - skin, axis=-1) < FACE_DISTANCE, most)
-    if region is None or region.sum() < least:
-        return None  # larger than a face (sky, a wall) or smaller
-    if ((y0 > 0 and region[0].any()) or (y1 < hc and region[-1].any())
-            or (x0 > 0 and region[:, 0].any()) or (x1 < wc and region[:, -1].any())):
-        return None  # it reaches further from the eye than a face does
+    distance = np.linalg.norm(colour - skin, axis=-1)
+    for tolerance in TOLERANCES:  # looser first; tighter where the skin runs on into hair or neck
+        region = _grow(ring, distance < tolerance * FACE_DISTANCE, most)
+        if region is not None and not (
+                (y0 > 0 and region[0].any()) or (y1 < hc and region[-1].any())
+                or (x0 > 0 and region[:, 0].any()) or (x1 < wc and region[:, -1].any())):
+            break  # no larger than a face, and no further from the eye than a face reaches
+    else:
+        return None  # larger than a face (sky, a wall) at every tolerance
+    if region.sum() < least:
+        return None
     holes = _enclosed(region) & dark
     if holes.sum() < EYE_CELLS or not (holes & blob).any():
         return None
@@ -181,12 +197,14 @@ def faces(img: np.ndarray) -> list[dict]:
         else:
             found.append(region)
     out = []
+    luma = colour @ LUMA
     for region in found:
         ys, xs = np.nonzero(region)
         box = (int(xs.min() * CELL), int(ys.min() * CELL), int((xs.max() + 1) * CELL),
                int((ys.max() + 1) * CELL))
-        holes = _components(_enclosed(region) & dark)
-        eyes = sum(EYE_SIZE[0] <= len(ys) <= EYE_SIZE[1] for ys, _ in holes)
+        eyeish = dark | (luma < EYE_RATIO * np.median(luma[region]))
+        holes = _components(_enclosed(region) & eyeish)
+        eyes = sum(_eye_shaped(ys, xs) for ys, xs in holes)
         out.append({"box": box, "eyes": int(eyes)})
     return sorted(out, key=lambda f: f["box"])
 

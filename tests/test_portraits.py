@@ -89,6 +89,25 @@ def test_a_face_is_light_not_vivid_and_bounded():
     assert detector.count_characters(sky) == 0
 
 
+def test_a_face_is_found_where_its_skin_runs_on_into_a_near_colour():
+    """Decodes blur a face into blonde hair or a neck within FACE_DISTANCE of its skin; the face
+    is then the region a tighter tolerance gives, when that one fits a face's bounds."""
+    yy, xx = np.mgrid[:512, :512]
+    eyes = ((yy - 190) ** 2 + (xx - 225) ** 2 < 10 ** 2) | ((yy - 190) ** 2 + (xx - 275) ** 2 < 10 ** 2)
+    disc = (yy - 200) ** 2 + (xx - 250) ** 2 < 70 ** 2
+    skin = np.array(portraits.SKIN)
+    for near, heads in ((skin - [21, 19, 15], 1), (skin - [8, 8, 6], 0)):
+        gap = np.linalg.norm(near - skin)
+        img = np.full((512, 512, 3), near, np.uint8)
+        img[disc] = skin
+        img[eyes] = (30, 20, 40)
+        # 32 levels apart: inside FACE_DISTANCE, outside its tightest tolerance: a face;
+        # 13 apart: one field at every tolerance, as wide as a wall: no face
+        assert (min(detector.TOLERANCES) * detector.FACE_DISTANCE < gap < detector.FACE_DISTANCE) \
+            == bool(heads)
+        assert detector.count_characters(img) == heads, near
+
+
 def test_colour_error_separates_distorted_renders_from_clean_ones():
     ref = detector.reference(portraits.dataset_item(CAPTIONS, i, 11)[1] for i in range(32))
     clean = [portraits.dataset_item(CAPTIONS, i, 12)[1] for i in range(8)]
@@ -121,7 +140,7 @@ def test_detector_reads_an_image_file(tmp_path):
         assert detector.analyse(img.convert("RGB"))["characters"] == 2
 
 
-def _third_eye(img: np.ndarray) -> np.ndarray:
+def _third_eye(img: np.ndarray, colour=(25, 20, 30)) -> np.ndarray:
     """The image with a third eye painted on its one face, between and below the other two."""
     from PIL import ImageDraw
 
@@ -129,20 +148,26 @@ def _third_eye(img: np.ndarray) -> np.ndarray:
     x0, y0, x1, y1 = face["box"]
     out = Image.fromarray(img.copy())
     cx, cy = (x0 + x1) // 2, y0 + (y1 - y0) * 2 // 3
-    ImageDraw.Draw(out).ellipse((cx - 7, cy - 6, cx + 7, cy + 6), fill=(25, 20, 30))
+    ImageDraw.Draw(out).ellipse((cx - 7, cy - 6, cx + 7, cy + 6), fill=colour)
     return np.asarray(out)
+
+
+FAINT = (105, 100, 110)  # a faint eye, as decodes draw a ghost's: lighter than DARK, far below skin
 
 
 @pytest.mark.parametrize("caption", CAPTIONS)
 def test_a_face_with_a_third_eye_is_malformed_and_a_training_face_is_not(caption):
+    skin = np.array(portraits.SKIN, np.float32) @ detector.LUMA
+    assert detector.DARK < np.array(FAINT, np.float32) @ detector.LUMA < detector.EYE_RATIO * skin
     for seed in range(3):
         img = np.asarray(portraits.render(caption, seed))
         found = detector.faces(img)
         assert [f["eyes"] for f in found] == [detector.EYES]
         assert detector.analyse(img)["class"] == "one"
-        bad = _third_eye(img)
-        assert [f["eyes"] for f in detector.faces(bad)] == [detector.EYES + 1], (caption, seed)
-        assert detector.analyse(bad)["class"] == "malformed"
+        for colour in ((25, 20, 30), FAINT):
+            bad = _third_eye(img, colour)
+            assert [f["eyes"] for f in detector.faces(bad)] == [detector.EYES + 1], (caption, seed)
+            assert detector.analyse(bad)["class"] == "malformed"
 
 
 def _one_eye(img: np.ndarray) -> np.ndarray:
