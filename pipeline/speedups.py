@@ -106,7 +106,7 @@ DEFAULTS = {"cuda": ("channels_last",),
 # The CPU default where the CPU has no native bf16 arithmetic (machine.bf16_flags): there oneDNN
 # emulates bf16 and a UNet call is slower than in fp32, 1.56 s against 0.256 s at 512x512 on an
 # AMD EPYC with AVX2 only (benchmarks/results/cpu_path-calls-preview-cpu-avx2.json).
-CPU_WITHOUT_BF16 = tuple(name for name in DEFAULTS["cpu"] if name != "bf16_autocast")
+CPU_WITHOUT_BF16 = ("channels_last", "cpu_workers")
 NONE = "none"  # `speedups=none`: the plain modules as loaded (fp32 on the CPU, fp16 on CUDA)
 
 
