@@ -369,6 +369,12 @@ def training_summary(path: Path) -> dict | None:
             "captions": t.get("distinct_captions", len(t["captions"]))}  # distinct captions
 
 
+def prompt_tokens(model_dir: Path) -> int:
+    """How many tokens every prompt is padded to: the text encoder's position count (77 in SD
+    1.5, whose cross-attention therefore has that many keys at every image size)."""
+    return int(read_json(model_dir / "text_encoder" / "config.json")["max_position_embeddings"])
+
+
 def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, images_dir: str,
         out_data: str, out_manifest: str, probe_dir: str, vae_json: str,
         measure_json: str, eval_json: str | None = None) -> None:
@@ -392,7 +398,7 @@ def run(spec_path: str, model_json: str, approx_json: str, approx_source: str, i
     fit = read_json(approx_json)
     data = {
         "model": {"preview": info["preview"], "name": info["name"], "id": info["id"],
-                  "kind": info["kind"]},
+                  "kind": info["kind"], "prompt_tokens": prompt_tokens(Path(info["dir"]))},
         "geometry": {**g, "levels": levels,
                      "size_multiple": g["vae_factor"] * g["deepest_stride"]},
         "attention": factors,

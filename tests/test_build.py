@@ -564,6 +564,18 @@ def test_no_number_the_pipeline_knows_is_typed_into_the_prose(project):
     assert not bare, "numbers the pipeline emits, typed by hand (use {{< value >}}): " + "; ".join(bare)
 
 
+def test_the_prompt_token_count_on_the_page_is_the_models(project):
+    """Cross-attention's key count is read from the text encoder that built the page, which pads
+    every prompt to its tokenizer's length."""
+    data = json.loads((project / "build/data/article.json").read_text())
+    model_dir = project / model.PREVIEW_DIR
+    config = json.loads((model_dir / "text_encoder/config.json").read_text())
+    tokenizer = json.loads((model_dir / "tokenizer/tokenizer_config.json").read_text())
+    n = data["model"]["prompt_tokens"]
+    assert n == config["max_position_embeddings"] == tokenizer["model_max_length"]
+    assert f"token count, {n}, whatever the image size" in " ".join(html.unescape(page(project)).split())
+
+
 def test_the_bare_number_check_catches_a_typed_number(project):
     data, known, sizes, sections = _article_numbers(project)
     floor = data["vae_anomaly"]["floor"]
