@@ -13,8 +13,9 @@ cells from the eye (so not the sky or a wall), and encloses the eye and at least
 cells in all (region cells on all four sides of them). Where the region at FACE_DISTANCE is too
 large or reaches too far, the tighter tolerances of TOLERANCES are tried in turn: a decode blurs a
 face into blonde hair or a neck of nearly its colour, and the face is the part that stays close.
-Faces that share a cell are one head, and an eye already inside a found face starts no other. The portraits' faces are rendered in one skin
-colour (portraits.SKIN), which no other element comes within portraits.SKIN_MARGIN of.
+Faces that share a cell are one head, and an eye already inside a found face starts no other. The
+portraits' faces are rendered in one skin colour (portraits.SKIN), which no other element comes
+within portraits.SKIN_MARGIN of.
 
 A face's eyes are the eye-sized, eye-shaped blobs it encloses that are dark, or darker than
 EYE_RATIO times the face's median luma (a decode draws a ghost's eyes fainter than the face's

@@ -15,6 +15,7 @@ evaluation's classes.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -50,7 +51,6 @@ def main() -> None:
     from pipeline import decode, model, spec as specmod
     from pipeline.sampling import load_latents
 
-    import argparse
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path)
     parser.add_argument("--after", type=int, default=0,

@@ -140,7 +140,11 @@ def test_detector_reads_an_image_file(tmp_path):
         assert detector.analyse(img.convert("RGB"))["characters"] == 2
 
 
-def _third_eye(img: np.ndarray, colour=(25, 20, 30)) -> np.ndarray:
+DARK_EYE = (25, 20, 30)  # a third eye as dark as the face's own
+FAINT = (105, 100, 110)  # a faint eye, as decodes draw a ghost's: lighter than DARK, far below skin
+
+
+def _third_eye(img: np.ndarray, colour=DARK_EYE) -> np.ndarray:
     """The image with a third eye painted on its one face, between and below the other two."""
     from PIL import ImageDraw
 
@@ -152,9 +156,6 @@ def _third_eye(img: np.ndarray, colour=(25, 20, 30)) -> np.ndarray:
     return np.asarray(out)
 
 
-FAINT = (105, 100, 110)  # a faint eye, as decodes draw a ghost's: lighter than DARK, far below skin
-
-
 @pytest.mark.parametrize("caption", CAPTIONS)
 def test_a_face_with_a_third_eye_is_malformed_and_a_training_face_is_not(caption):
     skin = np.array(portraits.SKIN, np.float32) @ detector.LUMA
@@ -164,7 +165,7 @@ def test_a_face_with_a_third_eye_is_malformed_and_a_training_face_is_not(caption
         found = detector.faces(img)
         assert [f["eyes"] for f in found] == [detector.EYES]
         assert detector.analyse(img)["class"] == "one"
-        for colour in ((25, 20, 30), FAINT):
+        for colour in (DARK_EYE, FAINT):
             bad = _third_eye(img, colour)
             assert [f["eyes"] for f in detector.faces(bad)] == [detector.EYES + 1], (caption, seed)
             assert detector.analyse(bad)["class"] == "malformed"
