@@ -9,12 +9,16 @@ grid of CELL-pixel cells (a cell is dark when most of its pixels have luma below
 light (luma at least FACE_LUMA) and not vivid (saturation at most FACE_SATURATION). The face is
 then the cells within FACE_DISTANCE of that colour connected to the ring; it is one when it covers
 at least MIN_AREA of the image (and MIN_PIXELS), at most MAX_PIXELS and no further than REACH
-cells from the eye (so not the sky or a wall), and encloses the eye and at least EYE_CELLS dark
+cells from the eye, its bounding box spans at most MAX_SHARE of the image (so not the sky or a
+wall), and it encloses the eye and at least EYE_CELLS dark
 cells in all (region cells on all four sides of them). Where the region at FACE_DISTANCE is too
 large or reaches too far, the tighter tolerances of TOLERANCES are tried in turn: a decode blurs a
 face into blonde hair or a neck of nearly its colour, and the face is the part that stays close.
-Faces that share a cell are one head, and an eye already inside a found face starts no other. The
-portraits' faces are rendered in one skin colour (portraits.SKIN), which no other element comes
+Faces that share a cell are one head, and an eye already inside a found face starts no other.
+Where no face is found, the search is made again with skin as dim as DIM_FACE_LUMA (a decode at a
+size the model was not trained for can dim a whole image, its one face with it); only then, since
+beside a face of the usual lightness a dim one is a wall or a ghost, and never in a noise-wrecked
+image, whose speckle makes dim faces of its own. The portraits' faces are rendered in one skin colour (portraits.SKIN), which no other element comes
 within portraits.SKIN_MARGIN of.
 
 A face's eyes are the eye-sized, eye-shaped blobs it encloses that are dark, or darker than
@@ -36,12 +40,13 @@ from __future__ import annotations
 
 import numpy as np
 
-VERSION = 5  # bump when the rules below change: it is part of every evaluation's provenance
+VERSION = 6  # bump when the rules below change: it is part of every evaluation's provenance
 CELL = 4
 DARK = 90            # luma (0..255) below which a cell counts as dark (an eye, black hair)
 EYE_SIZE = (2, 80)   # an eye is a dark blob of this many cells ...
 EYE_ASPECT = 3.0     # ... no more than this much taller than wide or wider than tall
 FACE_LUMA = 150      # the skin around an eye is at least this light ...
+DIM_FACE_LUMA = 100  # ... or this light, where no face that light is found
 FACE_SATURATION = 0.40  # ... and at most this saturated (the portraits' skin: 0.23)
 FACE_DISTANCE = 40.0 # RGB distance from that skin's colour within which a cell is face ...
 TOLERANCES = (1.0, 0.75, 0.5)  # ... times these, tried in turn until the face fits its bounds
@@ -49,6 +54,7 @@ REACH = 64           # cells: a face reaches no further than this from its eye
 MIN_AREA = 0.006     # a face covers at least this share of the image ...
 MIN_PIXELS = 600     # ... and this many pixels ...
 MAX_PIXELS = 40000   # ... and at most this many (the training portraits' faces: 9,700 to 16,500)
+MAX_SHARE = 0.35     # a face's bounding box spans at most this share of the image (decodes: 0.21)
 EYE_CELLS = 2        # dark cells a face encloses at least (eyes)
 EYE_RATIO = 0.55     # an enclosed blob darker than this times the face's median luma is an eye
 EYES = 2             # eyes a well-formed face has; more or fewer make the image malformed
@@ -139,9 +145,10 @@ def _eye_shaped(ys: np.ndarray, xs: np.ndarray) -> bool:
             and max(height, width) <= EYE_ASPECT * min(height, width))
 
 
-def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: float):
+def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: float,
+          lightest: float = FACE_LUMA):
     """The face around a candidate eye, as a boolean mask of the cell grid, or None when the
-    blob is not an eye in a face."""
+    blob is not an eye in a face (skin at least `lightest` in luma)."""
     hc, wc = dark.shape
     y0, y1 = max(eye[2] - REACH, 0), min(eye[3] + REACH, hc)
     x0, x1 = max(eye[4] - REACH, 0), min(eye[5] + REACH, wc)
@@ -154,7 +161,7 @@ def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: 
     if not ring.any():
         return None
     skin = np.median(colour[ring], axis=0)
-    if skin @ LUMA < FACE_LUMA or skin.max() - skin.min() > FACE_SATURATION * skin.max():
+    if skin @ LUMA < lightest or skin.max() - skin.min() > FACE_SATURATION * skin.max():
         return None  # too dark or too vivid for skin
     distance = np.linalg.norm(colour - skin, axis=-1)
     for tolerance in TOLERANCES:  # looser first; tighter where the skin runs on into hair or neck
@@ -167,6 +174,9 @@ def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: 
         return None  # larger than a face (sky, a wall) at every tolerance
     if region.sum() < least:
         return None
+    ys, xs = np.nonzero(region)
+    if (np.ptp(ys) + 1) * (np.ptp(xs) + 1) > MAX_SHARE * hc * wc:
+        return None  # spans too much of the image for a face
     holes = _enclosed(region) & dark
     if holes.sum() < EYE_CELLS or not (holes & blob).any():
         return None
@@ -175,20 +185,14 @@ def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: 
     return full
 
 
-def faces(img: np.ndarray) -> list[dict]:
-    """The faces in a uint8 HxWx3 image: each its bounding box (x0, y0, x1, y1, in pixels) and
-    how many eyes (eye-sized dark blobs) it encloses, left to right."""
-    h, w = img.shape[:2]
-    rgb = img[..., :3].astype(np.float32)
-    colour = _grid(rgb)
-    dark = _grid((rgb @ LUMA < DARK).astype(np.float32)) > 0.5
-    least = max(MIN_AREA * h * w, MIN_PIXELS) / CELL ** 2
+def _regions(colour: np.ndarray, dark: np.ndarray, least: float, lightest: float) -> list:
+    """The face regions (boolean masks of the cell grid) whose skin is at least `lightest`."""
     found: list[np.ndarray] = []
     for eye in _eyes(dark):
         if any(f[int(eye[0]), int(eye[1])] or _enclosed(f)[int(eye[0]), int(eye[1])]
                for f in found):
             continue  # the other eye of a face already found
-        region = _face(colour, dark, eye, least, MAX_PIXELS / CELL ** 2)
+        region = _face(colour, dark, eye, least, MAX_PIXELS / CELL ** 2, lightest)
         if region is None:
             continue
         for k, other in enumerate(found):
@@ -197,6 +201,21 @@ def faces(img: np.ndarray) -> list[dict]:
                 break
         else:
             found.append(region)
+    return found
+
+
+def faces(img: np.ndarray, dim: bool = True) -> list[dict]:
+    """The faces in a uint8 HxWx3 image: each its bounding box (x0, y0, x1, y1, in pixels) and
+    how many eyes (eye-sized dark blobs) it encloses, left to right. With `dim`, where no face
+    has skin of FACE_LUMA, faces with skin of DIM_FACE_LUMA are looked for."""
+    h, w = img.shape[:2]
+    rgb = img[..., :3].astype(np.float32)
+    colour = _grid(rgb)
+    dark = _grid((rgb @ LUMA < DARK).astype(np.float32)) > 0.5
+    least = max(MIN_AREA * h * w, MIN_PIXELS) / CELL ** 2
+    found = _regions(colour, dark, least, FACE_LUMA)
+    if not found and dim:
+        found = _regions(colour, dark, least, DIM_FACE_LUMA)
     out = []
     luma = colour @ LUMA
     for region in found:
@@ -265,8 +284,8 @@ def analyse(img, ref: dict | None = None) -> dict:
     """Everything the detector says about one image."""
     arr = np.asarray(img)
     stats = colour_stats(arr)
-    found = faces(arr)
     rough = noise(arr)
+    found = faces(arr, dim=rough <= NOISE)
     out = {"characters": len(found), "eyes": [f["eyes"] for f in found],
            "class": classify(found, rough > NOISE), "noise": rough, **stats}
     if ref is not None:

@@ -2,6 +2,7 @@
 
     python scripts/label_sheets.py OUT_DIR        # after `doit eval_seeds=32` (latents cached)
     python scripts/label_sheets.py OUT_DIR --after N   # the N seeds past PLAN's, per cell
+    python scripts/label_sheets.py OUT_DIR --after N --skip M  # ... past the M held out before
 
 Picks a fixed, stratified set of the evaluation's generations (PLAN: per size and variant, the
 first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (12 images
@@ -9,7 +10,8 @@ a sheet, each numbered), OUT_DIR/index.json (number -> generation id) and each d
 size as OUT_DIR/images/<generation id>.png (for looking closer, and for trying a detector change
 against the labels without decoding again). `--after N` picks, for each of PLAN's cells, the N
 generations that follow the ones PLAN names: a held-out set for checking a detector change that
-was tried against the labels already given. The labels a person gives them live in
+was tried against the labels already given; `--skip M` passes over the M per cell that an
+earlier held-out batch took. The labels a person gives them live in
 frozen/detector_labels.json, which tests/test_detector_labels.py compares with the frozen
 evaluation's classes.
 """
@@ -34,13 +36,14 @@ PLAN = {  # (size, variant): generations, the first seeds of the evaluation's ra
 PER_SHEET, COLUMNS, SIDE = 12, 4, 256
 
 
-def chosen(spec, geometry, after: int = 0) -> list:
-    """PLAN's generations, or with `after` the `after` generations past them in each cell."""
+def chosen(spec, geometry, after: int = 0, skip: int = 0) -> list:
+    """PLAN's generations, or with `after` the `after` generations past them in each cell (past
+    `skip` more)."""
     cells = spec.evaluation_cells(spec.evaluation["seeds"], geometry)
     out = []
     for (size, variant), n in PLAN.items():
         cell = cells[((size, size), variant)]
-        out += cell[n:n + after] if after else cell[:n]
+        out += cell[n + skip:n + skip + after] if after else cell[:n]
     return list(dict.fromkeys(out))
 
 
@@ -55,12 +58,14 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--after", type=int, default=0,
                         help="per cell, the N generations past PLAN's (a held-out set)")
+    parser.add_argument("--skip", type=int, default=0,
+                        help="with --after: pass over M more per cell (earlier held-out batches)")
     args = parser.parse_args()
     out = args.out
     (out / "images").mkdir(parents=True, exist_ok=True)
     spec = specmod.load(ROOT / "figures.toml")
     comps = model.load(str(ROOT / "build/model.json"), "cpu", "none")
-    gens = chosen(spec, comps.info["geometry"], args.after)
+    gens = chosen(spec, comps.info["geometry"], args.after, args.skip)
     index = {}
     for start in range(0, len(gens), PER_SHEET):
         rows = -(-PER_SHEET // COLUMNS)

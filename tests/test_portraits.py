@@ -79,7 +79,7 @@ def test_a_face_is_light_not_vivid_and_bounded():
     yy, xx = np.mgrid[:512, :512]
     eyes = ((yy - 190) ** 2 + (xx - 225) ** 2 < 10 ** 2) | ((yy - 190) ** 2 + (xx - 275) ** 2 < 10 ** 2)
     disc = (yy - 200) ** 2 + (xx - 250) ** 2 < 70 ** 2
-    for colour, heads in (((200, 215, 190), 1), ((255, 40, 140), 0), ((120, 100, 90), 0)):
+    for colour, heads in (((200, 215, 190), 1), ((255, 40, 140), 0), ((95, 80, 75), 0)):
         img = np.full((512, 512, 3), 60, np.uint8)
         img[disc] = colour
         img[eyes] = (30, 20, 40)
@@ -87,6 +87,50 @@ def test_a_face_is_light_not_vivid_and_bounded():
     sky = np.full((512, 512, 3), 220, np.uint8)  # two dark dots in a wide light field
     sky[eyes] = (30, 20, 40)
     assert detector.count_characters(sky) == 0
+
+
+def test_a_face_spans_no_more_than_max_share_of_the_image(monkeypatch):
+    """A light ring across a 256² image, two dark dots on its band: no larger than MAX_PIXELS,
+    within REACH of its dots, enclosing them, yet as wide as the image: a wall, not a face."""
+    img = np.full((256, 256, 3), 60, np.uint8)
+    yy, xx = np.mgrid[:256, :256]
+    r2 = (yy - 128) ** 2 + (xx - 128) ** 2
+    img[(r2 < 120 ** 2) & (r2 > 75 ** 2)] = (200, 215, 190)
+    img[((yy - 128) ** 2 + (xx - 30) ** 2 < 6 ** 2)
+        | ((yy - 128) ** 2 + (xx - 226) ** 2 < 6 ** 2)] = (30, 20, 40)
+    assert detector.count_characters(img) == 0
+    monkeypatch.setattr(detector, "MAX_SHARE", 1.0)
+    assert detector.count_characters(img) == 1  # what ruled it out was its span
+
+
+def _dim_face(img: np.ndarray, centre=(200, 250), colour=(120, 118, 112)) -> np.ndarray:
+    """The image with a face of dim grey skin (luma about 118) and two dark eyes drawn on it."""
+    out = img.copy()
+    yy, xx = np.mgrid[:out.shape[0], :out.shape[1]]
+    cy, cx = centre
+    out[(yy - cy) ** 2 + (xx - cx) ** 2 < 60 ** 2] = colour
+    out[((yy - cy + 10) ** 2 + (xx - cx + 25) ** 2 < 9 ** 2)
+        | ((yy - cy + 10) ** 2 + (xx - cx - 25) ** 2 < 9 ** 2)] = (30, 20, 40)
+    return out
+
+
+def test_a_dim_face_counts_only_where_no_face_of_usual_lightness_does():
+    """A decode can dim a lone face below FACE_LUMA; beside a face of the usual lightness a dim
+    one is a wall or a ghost, and in a noise-wrecked image the speckle draws dim faces of its own."""
+    field = np.full((512, 512, 3), 50, np.uint8)
+    dim = _dim_face(field)
+    skin = dim[200, 250].astype(float) @ detector.LUMA
+    assert detector.DIM_FACE_LUMA <= skin < detector.FACE_LUMA
+    assert detector.analyse(dim)["class"] == "one"
+    assert detector.faces(dim, dim=False) == []
+    bright = np.asarray(portraits.render(CAPTIONS[0], 1)).copy()
+    assert len(detector.faces(bright)) == 1
+    beside = _dim_face(bright, centre=(90, 440))
+    assert len(detector.faces(beside)) == 1  # the dim one is not looked for
+    assert len(detector.faces(_dim_face(beside, centre=(90, 440), colour=portraits.SKIN))) == 2
+    speckled = _speckled(dim)
+    assert len(detector.faces(speckled, dim=True)) == 1
+    assert detector.analyse(speckled)["characters"] == 0  # not looked for in a wrecked image
 
 
 def test_a_face_is_found_where_its_skin_runs_on_into_a_near_colour():
