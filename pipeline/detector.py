@@ -9,8 +9,7 @@ grid of CELL-pixel cells (a cell is dark when most of its pixels have luma below
 light (luma at least FACE_LUMA) and not vivid (saturation at most FACE_SATURATION). The face is
 then the cells within FACE_DISTANCE of that colour connected to the ring; it is one when it covers
 at least MIN_AREA of the image (and MIN_PIXELS), at most MAX_PIXELS and no further than REACH
-cells from the eye, its bounding box spans at most MAX_SHARE of the image (so not the sky or a
-wall), and it encloses the eye and at least EYE_CELLS dark
+cells from the eye (so not the sky or a wall), and encloses the eye and at least EYE_CELLS dark
 cells in all (region cells on all four sides of them). Where the region at FACE_DISTANCE is too
 large or reaches too far, the tighter tolerances of TOLERANCES are tried in turn: a decode blurs a
 face into blonde hair or a neck of nearly its colour, and the face is the part that stays close.
@@ -18,8 +17,10 @@ Faces that share a cell are one head, and an eye already inside a found face sta
 Where no face is found, the search is made again with skin as dim as DIM_FACE_LUMA (a decode at a
 size the model was not trained for can dim a whole image, its one face with it); only then, since
 beside a face of the usual lightness a dim one is a wall or a ghost, and never in a noise-wrecked
-image, whose speckle makes dim faces of its own. The portraits' faces are rendered in one skin colour (portraits.SKIN), which no other element comes
-within portraits.SKIN_MARGIN of.
+image, whose speckle makes dim faces of its own. A dim face's box spans at most MAX_SHARE of the
+image: a dim field that wide is a wall (a face of the usual lightness may fill a small image, as
+the model draws close-ups at 200²). The portraits' faces are rendered in one skin colour
+(portraits.SKIN), which no other element comes within portraits.SKIN_MARGIN of.
 
 A face's eyes are the eye-sized, eye-shaped blobs it encloses that are dark, or darker than
 EYE_RATIO times the face's median luma (a decode draws a ghost's eyes fainter than the face's
@@ -54,7 +55,7 @@ REACH = 64           # cells: a face reaches no further than this from its eye
 MIN_AREA = 0.006     # a face covers at least this share of the image ...
 MIN_PIXELS = 600     # ... and this many pixels ...
 MAX_PIXELS = 40000   # ... and at most this many (the training portraits' faces: 9,700 to 16,500)
-MAX_SHARE = 0.35     # a face's bounding box spans at most this share of the image (decodes: 0.21)
+MAX_SHARE = 0.35     # a dim face's bounding box spans at most this share of the image
 EYE_CELLS = 2        # dark cells a face encloses at least (eyes)
 EYE_RATIO = 0.55     # an enclosed blob darker than this times the face's median luma is an eye
 EYES = 2             # eyes a well-formed face has; more or fewer make the image malformed
@@ -146,9 +147,10 @@ def _eye_shaped(ys: np.ndarray, xs: np.ndarray) -> bool:
 
 
 def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: float,
-          lightest: float = FACE_LUMA):
+          lightest: float = FACE_LUMA, widest: float = 1.0):
     """The face around a candidate eye, as a boolean mask of the cell grid, or None when the
-    blob is not an eye in a face (skin at least `lightest` in luma)."""
+    blob is not an eye in a face (skin at least `lightest` in luma, its box at most `widest` of
+    the image)."""
     hc, wc = dark.shape
     y0, y1 = max(eye[2] - REACH, 0), min(eye[3] + REACH, hc)
     x0, x1 = max(eye[4] - REACH, 0), min(eye[5] + REACH, wc)
@@ -175,7 +177,7 @@ def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: 
     if region.sum() < least:
         return None
     ys, xs = np.nonzero(region)
-    if (np.ptp(ys) + 1) * (np.ptp(xs) + 1) > MAX_SHARE * hc * wc:
+    if (np.ptp(ys) + 1) * (np.ptp(xs) + 1) > widest * hc * wc:
         return None  # spans too much of the image for a face
     holes = _enclosed(region) & dark
     if holes.sum() < EYE_CELLS or not (holes & blob).any():
@@ -185,14 +187,16 @@ def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: 
     return full
 
 
-def _regions(colour: np.ndarray, dark: np.ndarray, least: float, lightest: float) -> list:
-    """The face regions (boolean masks of the cell grid) whose skin is at least `lightest`."""
+def _regions(colour: np.ndarray, dark: np.ndarray, least: float, lightest: float,
+             widest: float) -> list:
+    """The face regions (boolean masks of the cell grid) with skin at least `lightest` in luma
+    and a box at most `widest` of the image."""
     found: list[np.ndarray] = []
     for eye in _eyes(dark):
         if any(f[int(eye[0]), int(eye[1])] or _enclosed(f)[int(eye[0]), int(eye[1])]
                for f in found):
             continue  # the other eye of a face already found
-        region = _face(colour, dark, eye, least, MAX_PIXELS / CELL ** 2, lightest)
+        region = _face(colour, dark, eye, least, MAX_PIXELS / CELL ** 2, lightest, widest)
         if region is None:
             continue
         for k, other in enumerate(found):
@@ -213,9 +217,9 @@ def faces(img: np.ndarray, dim: bool = True) -> list[dict]:
     colour = _grid(rgb)
     dark = _grid((rgb @ LUMA < DARK).astype(np.float32)) > 0.5
     least = max(MIN_AREA * h * w, MIN_PIXELS) / CELL ** 2
-    found = _regions(colour, dark, least, FACE_LUMA)
+    found = _regions(colour, dark, least, FACE_LUMA, 1.0)
     if not found and dim:
-        found = _regions(colour, dark, least, DIM_FACE_LUMA)
+        found = _regions(colour, dark, least, DIM_FACE_LUMA, MAX_SHARE)
     out = []
     luma = colour @ LUMA
     for region in found:

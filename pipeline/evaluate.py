@@ -12,6 +12,7 @@ own eyes. A full run is frozen (pipeline/freeze.py) and a plain `doit` reuses it
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from . import detector, intervals
@@ -48,21 +49,28 @@ def record(gen, analysed: dict) -> dict:
 
 def agreement(labels: dict, records: dict, model: str | None) -> dict:
     """How often the detector's class agrees with the hand label, per size, over the labelled
-    generations these records hold (`labels`: the labels file's content), for the model
+    generations these records hold (`labels`: the labels file's content), and which way it errs
+    where it does not (per size: how many of each label it gave each other class), for the model
     `model` (freeze.model_identity). Only for the model the labels were made on: another model's
     images are not the ones that were looked at."""
     if labels.get("model") != model:
         return {"applies": False, "why": "other-model"}
     per: dict[int, list[int]] = {}
+    missed: dict[int, Counter] = {}
     for gen, label in labels["labels"].items():
         if gen in records:
             r = records[gen]
             per.setdefault(r["width"], [0, 0])
             per[r["width"]][0] += r["class"] == label
             per[r["width"]][1] += 1
+            if r["class"] != label:
+                missed.setdefault(r["width"], Counter())[label, r["class"]] += 1
     if not per:
         return {"applies": False, "why": "none-labelled"}
-    sizes = [{"size": w, "agree": a, "n": n} for w, (a, n) in sorted(per.items())]
+    sizes = [{"size": w, "agree": a, "n": n,
+              "misses": [{"label": label, "detector": found, "n": k} for (label, found), k
+                         in sorted(missed.get(w, Counter()).items(), key=lambda m: (-m[1], m[0]))]}
+             for w, (a, n) in sorted(per.items())]
     return {"applies": True, "sizes": sizes, "agree": sum(s["agree"] for s in sizes),
             "n": sum(s["n"] for s in sizes), "detector": detector.VERSION}
 

@@ -629,6 +629,12 @@ def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
         assert f'<span class="agree">{agree["agree"]} of the {agree["n"]}</span>' in said
         assert ", ".join(f'{s["size"]}×{s["size"]}: {s["agree"]}/{s["n"]}'
                          for s in agree["sizes"]) in said
+        misses = [m for s in agree["sizes"] for m in s["misses"]]
+        assert sum(m["n"] for m in misses) == agree["n"] - agree["agree"]
+        assert ("Where they disagree" in said) == bool(misses)
+        for m in misses:  # which way the detector errs, each (label, class) pair with its count
+            assert (f'data-label="{m["label"]}" data-detector="{m["detector"]}">'
+                    f'{m["label"]} → {m["detector"]} {m["n"]}</span>') in said
     else:
         assert "not measured here" in said
     cells = re.findall(r'<td data-variant="([^"]+)" data-counts="([^"]*)">', block)

@@ -196,6 +196,8 @@ def test_agreement_counts_the_labelled_generations_the_records_hold_for_the_labe
     found = evaluate.agreement(labels, records, "m1")
     assert found["applies"] and (found["agree"], found["n"]) == (2, 3)
     assert [(s["size"], s["agree"], s["n"]) for s in found["sizes"]] == [(512, 1, 2), (768, 1, 1)]
+    assert [s["misses"] for s in found["sizes"]] == [
+        [{"label": "one", "detector": "duplicated", "n": 1}], []]  # which way it erred, and where
     assert evaluate.agreement(labels, records, "m2") == {"applies": False, "why": "other-model"}
     assert evaluate.agreement(labels, {"d": rec(768, "none")}, "m1") == {
         "applies": False, "why": "none-labelled"}

@@ -89,18 +89,25 @@ def test_a_face_is_light_not_vivid_and_bounded():
     assert detector.count_characters(sky) == 0
 
 
-def test_a_face_spans_no_more_than_max_share_of_the_image(monkeypatch):
-    """A light ring across a 256² image, two dark dots on its band: no larger than MAX_PIXELS,
-    within REACH of its dots, enclosing them, yet as wide as the image: a wall, not a face."""
-    img = np.full((256, 256, 3), 60, np.uint8)
+def test_a_dim_face_spans_no_more_than_max_share_of_the_image(monkeypatch):
+    """A dim ring across a 256² image, two dark dots on its band: no larger than MAX_PIXELS,
+    within REACH of its dots, enclosing them, yet as wide as the image: a wall, not a face. A
+    face of the usual lightness may fill the image (the model draws close-ups at 200²)."""
     yy, xx = np.mgrid[:256, :256]
     r2 = (yy - 128) ** 2 + (xx - 128) ** 2
-    img[(r2 < 120 ** 2) & (r2 > 75 ** 2)] = (200, 215, 190)
-    img[((yy - 128) ** 2 + (xx - 30) ** 2 < 6 ** 2)
-        | ((yy - 128) ** 2 + (xx - 226) ** 2 < 6 ** 2)] = (30, 20, 40)
-    assert detector.count_characters(img) == 0
+    dots = ((yy - 128) ** 2 + (xx - 30) ** 2 < 6 ** 2) | ((yy - 128) ** 2 + (xx - 226) ** 2 < 6 ** 2)
+
+    def ring(skin):
+        img = np.full((256, 256, 3), 60, np.uint8)
+        img[(r2 < 120 ** 2) & (r2 > 75 ** 2)] = skin
+        img[dots] = (30, 20, 40)
+        return img
+
+    dim, usual = ring((120, 118, 112)), ring((200, 215, 190))
+    assert detector.count_characters(dim) == 0
+    assert detector.count_characters(usual) == 1
     monkeypatch.setattr(detector, "MAX_SHARE", 1.0)
-    assert detector.count_characters(img) == 1  # what ruled it out was its span
+    assert detector.count_characters(dim) == 1  # what ruled the dim one out was its span
 
 
 def _dim_face(img: np.ndarray, centre=(200, 250), colour=(120, 118, 112)) -> np.ndarray:
