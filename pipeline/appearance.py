@@ -87,7 +87,7 @@ def characters(img: np.ndarray) -> list[dict]:
     """Every detected character's face box, eyes, hair colour and outfit, left to right (the
     faces detector.analyse counts: no dim ones looked for in a noise-wrecked image)."""
     img = np.asarray(img)
-    found = detector.faces(img, dim=detector.noise(img) <= detector.NOISE)
+    found = detector.faces(img)
     return [{**face, **read(img, face)} for face in found]
 
 

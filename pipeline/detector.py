@@ -147,7 +147,7 @@ def _eye_shaped(ys: np.ndarray, xs: np.ndarray) -> bool:
 
 
 def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: float,
-          lightest: float = FACE_LUMA, widest: float = 1.0):
+          lightest: float, widest: float):
     """The face around a candidate eye, as a boolean mask of the cell grid, or None when the
     blob is not an eye in a face (skin at least `lightest` in luma, its box at most `widest` of
     the image)."""
@@ -208,10 +208,13 @@ def _regions(colour: np.ndarray, dark: np.ndarray, least: float, lightest: float
     return found
 
 
-def faces(img: np.ndarray, dim: bool = True) -> list[dict]:
+def faces(img: np.ndarray, dim: bool | None = None) -> list[dict]:
     """The faces in a uint8 HxWx3 image: each its bounding box (x0, y0, x1, y1, in pixels) and
     how many eyes (eye-sized dark blobs) it encloses, left to right. With `dim`, where no face
-    has skin of FACE_LUMA, faces with skin of DIM_FACE_LUMA are looked for."""
+    has skin of FACE_LUMA, faces with skin of DIM_FACE_LUMA are looked for; by default (None)
+    only where the image is not wrecked by noise (its speckle makes dim faces of its own)."""
+    if dim is None:
+        dim = noise(img) <= NOISE
     h, w = img.shape[:2]
     rgb = img[..., :3].astype(np.float32)
     colour = _grid(rgb)
@@ -289,7 +292,7 @@ def analyse(img, ref: dict | None = None) -> dict:
     arr = np.asarray(img)
     stats = colour_stats(arr)
     rough = noise(arr)
-    found = faces(arr, dim=rough <= NOISE)
+    found = faces(arr, dim=rough <= NOISE)  # the noise measured once, for the record too
     out = {"characters": len(found), "eyes": [f["eyes"] for f in found],
            "class": classify(found, rough > NOISE), "noise": rough, **stats}
     if ref is not None:

@@ -62,7 +62,7 @@ class Settings:
     kl_weight: float = 1e-6
     colour_weight: float = 0.3  # the latent-colour term (0: off; GPU-trained: 0)
     centre_latents: bool = True   # fold each latent channel's mean into the VAE (False)
-    unet_steps: int = 2700      # (1800)
+    unet_steps: int = 3400      # (1800)
     unet_batch: int = 16        # (64)
     unet_lr: float = 1e-3
     min_snr_gamma: float = 5.0  # min-SNR loss weighting, min(SNR, γ)/SNR (0: plain MSE; 0)

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,3 +88,21 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "project" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
+# Drawn test images shared by the detector's and the appearance reading's tests.
+def _dim_face(img: np.ndarray, centre=(200, 250), colour=(120, 118, 112)) -> np.ndarray:
+    """The image with a face of dim grey skin (luma about 118) and two dark eyes drawn on it."""
+    out = img.copy()
+    yy, xx = np.mgrid[:out.shape[0], :out.shape[1]]
+    cy, cx = centre
+    out[(yy - cy) ** 2 + (xx - cx) ** 2 < 60 ** 2] = colour
+    out[((yy - cy + 10) ** 2 + (xx - cx + 25) ** 2 < 9 ** 2)
+        | ((yy - cy + 10) ** 2 + (xx - cx - 25) ** 2 < 9 ** 2)] = (30, 20, 40)
+    return out
+
+
+def _speckled(img: np.ndarray, amount: float = 40) -> np.ndarray:
+    """The image with strong per-pixel noise, as a fix that breaks the denoising leaves it."""
+    noise = np.random.default_rng(0).normal(0, amount, img.shape)
+    return np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)

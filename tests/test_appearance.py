@@ -4,6 +4,7 @@ import itertools
 import numpy as np
 import pytest
 
+from conftest import _dim_face, _speckled
 from pipeline import appearance, captions, detector, portraits
 
 COMBOS = list(itertools.product(captions.HAIR, captions.OUTFIT, captions.LENGTH))
@@ -63,8 +64,6 @@ def test_the_palette_is_the_one_the_portraits_draw():
 def test_the_characters_read_are_the_ones_the_detector_counts():
     """appearance.characters reads the faces detector.analyse counts, dim ones included, and none
     that analyse would not look for (dim faces in a noise-wrecked image)."""
-    from test_portraits import _dim_face, _speckled
-
     rendered = np.asarray(portraits.render_scene(_caption("black", "shrine", "long"), 1, 2))
     dim = _dim_face(np.full((512, 512, 3), 50, np.uint8))
     for img, n in ((rendered, 2), (dim, 1), (_speckled(dim), 0)):
