@@ -48,6 +48,12 @@ def unet_flops(unet, geometry: dict, size: int) -> float:
     return float(counter.get_total_flops())
 
 
+def share(part: float, whole: float | None) -> float | None:
+    """part / whole to three significant figures (None without a whole): a small workload's
+    fraction of a peak stays a positive number instead of rounding to 0.0."""
+    return float(f"{part / whole:.3g}") if whole else None
+
+
 def sync(device: str) -> None:
     import torch
 

@@ -29,7 +29,7 @@ import os
 import statistics
 import time
 
-from common import ROOT, unet_flops, write_results
+from common import ROOT, share, unet_flops, write_results
 
 PARTS = ("peak", "calls", "build", "eval", "approx")
 CONFIGS = ("none", "channels_last", "bf16_autocast", "channels_last+bf16_autocast")
@@ -135,7 +135,7 @@ def part_calls(model_json, spec, geometry, sizes, peak, args) -> list[dict]:
                        "vs_none": round(base / per_call, 3),
                        "gflop_per_call": round(flops[size] * 2 * gens / 1e9, 2),
                        "tflops": round(achieved, 4),
-                       "fraction_of_peak": round(achieved / peak["bf16" if bf16 else "fp32"], 3),
+                       "fraction_of_peak": share(achieved, peak["bf16" if bf16 else "fp32"]),
                        "rel_diff_vs_none": float(f"{diff:.3g}"),
                        "first_call_s": round(first, 2) if c == COMPILED else None,
                        "compile_break_even_calls": (
@@ -184,7 +184,7 @@ def build_row(path, size, generations, seconds, flop, comps, peak) -> dict:
     dtype = "bf16" if comps.autocast else "fp32"
     return {"path": path, "size": size, "generations": generations, "seconds": round(seconds, 2),
             "unet_tflop": round(flop / 1e12, 3), "tflops": round(achieved, 4),
-            "fraction_of_peak": round(achieved / peak[dtype], 3) if peak else None,
+            "fraction_of_peak": share(achieved, peak[dtype] if peak else None),
             "peak_dtype": dtype}
 
 

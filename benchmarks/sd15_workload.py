@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import ROOT, build_and_load, peak_tflops, sync, unet_flops, write_results
+from common import ROOT, build_and_load, peak_tflops, share, sync, unet_flops, write_results
 
 from pipeline import decode, sampling, spec as specmod
 
@@ -171,7 +171,7 @@ def main() -> None:
                      "batch": ours[s]["batch"],
                      "unet_tflop_per_sample": float(f"{flops[s] / 1e12:.4g}"),
                      "unet_tflops_achieved": round(achieved, 3),
-                     "fraction_of_peak": peak and round(achieved / peak, 3),
+                     "fraction_of_peak": share(achieved, peak),
                      "plain_peak_gib": plain and plain[s]["peak_gib"] and round(plain[s]["peak_gib"], 2),
                      "ours_peak_gib": ours[s]["peak_gib"] and round(ours[s]["peak_gib"], 2)})
     total = totals(rows, peak)
@@ -207,7 +207,7 @@ def totals(rows: list[dict], peak: float | None) -> dict:
     out["ratio_batched"] = out["batched_s"] and round(out["batched_s"] / out["ours_s"], 2)
     work = sum(float(r["unet_tflops_achieved"]) * float(r["ours_sampling_s"]) for r in rows)
     out["unet_tflops_achieved"] = round(work / out["ours_sampling_s"], 3)
-    out["fraction_of_peak"] = peak and round(out["unet_tflops_achieved"] / peak, 3)
+    out["fraction_of_peak"] = share(out["unet_tflops_achieved"], peak)
     return out
 
 

@@ -24,7 +24,7 @@ import argparse
 import time
 
 import torch
-from common import ROOT, build_and_load, peak_tflops, sync, unet_flops, write_results
+from common import ROOT, build_and_load, peak_tflops, share, sync, unet_flops, write_results
 
 from pipeline import speedups
 
@@ -143,7 +143,7 @@ def main() -> None:
                          "first_call_s": round(first, 4), "seconds_per_call": round(per_call, 5),
                          "vs_plain": round(base_s / per_call, 3),
                          "tflops": round(achieved, 2),
-                         "fraction_of_peak": peak and round(achieved / peak, 3),
+                         "fraction_of_peak": share(achieved, peak),
                          "rel_diff_vs_plain": float(f"{diff:.3g}"),
                          "peak_gib": (round(torch.cuda.max_memory_allocated() / 2**30, 2)
                                       if device.startswith("cuda") else None),
