@@ -145,6 +145,7 @@ README_NOT_MEASURED = {
     "5.7": "the UNet's parameter count (millions), checked against the shipped weights below",
     "7.5": "SD's classifier-free guidance scale, a setting",
     "0.068": "sqrt(alpha-bar) at SD's last timestep, cited from Lin et al. 2024",
+    "0.0001": "the bound below which a p value is written as p < 0.0001",
 }
 DOCUMENTS = ("README.md", "docs/preview-model.md", "benchmarks/README.md")
 
