@@ -13,7 +13,13 @@ cells from the eye (so not the sky or a wall), and encloses the eye and at least
 cells in all (region cells on all four sides of them). Where the region at FACE_DISTANCE is too
 large or reaches too far, the tighter tolerances of TOLERANCES are tried in turn: a decode blurs a
 face into blonde hair or a neck of nearly its colour, and the face is the part that stays close.
-Faces that share a cell are one head, and an eye already inside a found face starts no other.
+Faces that share a cell are one head, and an eye already inside a found face starts no other;
+of two faces one inside the other (hair or a neck of nearly the skin's colour grown around a
+face, the face a hole in it), the inner one is the head. One head can still be two faces stacked
+one above the other and run together through a mass of hair of the skin's colour: where its
+eye blobs alike in size fall into an upper and a lower group further apart than STACK times the
+spacing of an eye pair side by side, it is split between them into two faces (each with the
+eyes of its part).
 Where no face is found, the search is made again with skin as dim as DIM_FACE_LUMA (a decode at a
 size the model was not trained for can dim a whole image, its one face with it); only then, since
 beside a face of the usual lightness a dim one is a wall or a ghost, and never in a noise-wrecked
@@ -41,14 +47,14 @@ from __future__ import annotations
 
 import numpy as np
 
-VERSION = 6  # bump when the rules below change: it is part of every evaluation's provenance
+VERSION = 7  # bump when the rules below change: it is part of every evaluation's provenance
 CELL = 4
 DARK = 90            # luma (0..255) below which a cell counts as dark (an eye, black hair)
 EYE_SIZE = (2, 80)   # an eye is a dark blob of this many cells ...
 EYE_ASPECT = 3.0     # ... no more than this much taller than wide or wider than tall
 FACE_LUMA = 150      # the skin around an eye is at least this light ...
 DIM_FACE_LUMA = 100  # ... or this light, where no face that light is found
-FACE_SATURATION = 0.40  # ... and at most this saturated (the portraits' skin: 0.23)
+FACE_SATURATION = 0.43  # ... and at most this saturated (the portraits' skin: 0.23)
 FACE_DISTANCE = 40.0 # RGB distance from that skin's colour within which a cell is face ...
 TOLERANCES = (1.0, 0.75, 0.5)  # ... times these, tried in turn until the face fits its bounds
 REACH = 64           # cells: a face reaches no further than this from its eye
@@ -58,6 +64,7 @@ MAX_PIXELS = 40000   # ... and at most this many (the training portraits' faces:
 MAX_SHARE = 0.35     # a dim face's bounding box spans at most this share of the image
 EYE_CELLS = 2        # dark cells a face encloses at least (eyes)
 EYE_RATIO = 0.55     # an enclosed blob darker than this times the face's median luma is an eye
+STACK = 2.0          # eye rows this many pair spacings apart are two faces stacked in one
 EYES = 2             # eyes a well-formed face has; more or fewer make the image malformed
 NOISE = 4.0          # mean |luma step| to the right and downward neighbour (0..255, summed) above
                      # which an image is wrecked by noise (model decodes: at most 2.8; wrecked: 5.5)
@@ -201,8 +208,11 @@ def _regions(colour: np.ndarray, dark: np.ndarray, least: float, lightest: float
             continue
         for k, other in enumerate(found):
             if (other & region).any():
-                found[k] = other | region
+                found[k] = other | region  # one head (or two stacked: see _stacked)
                 break
+            if (_enclosed(region) & other).any() or (_enclosed(other) & region).any():
+                found[k] = other if (_enclosed(region) & other).any() else region
+                break  # hair or a neck of the skin's colour around a face: the face is the head
         else:
             found.append(region)
     return found
@@ -226,14 +236,44 @@ def faces(img: np.ndarray, dim: bool | None = None) -> list[dict]:
     out = []
     luma = colour @ LUMA
     for region in found:
-        ys, xs = np.nonzero(region)
-        box = (int(xs.min() * CELL), int(ys.min() * CELL), int((xs.max() + 1) * CELL),
-               int((ys.max() + 1) * CELL))
         eyeish = dark | (luma < EYE_RATIO * np.median(luma[region]))
-        holes = _components(_enclosed(region) & eyeish)
-        eyes = sum(_eye_shaped(ys, xs) for ys, xs in holes)
-        out.append({"box": box, "eyes": int(eyes)})
+        eyes = [(ys.mean(), xs.mean(), len(ys)) for ys, xs
+                in _components(_enclosed(region) & eyeish) if _eye_shaped(ys, xs)]
+        cut = _stacked(eyes)
+        parts = [region] if cut is None else [_rows(region, 0, cut), _rows(region, cut, None)]
+        for part in parts:
+            ys, xs = np.nonzero(part)
+            box = (int(xs.min() * CELL), int(ys.min() * CELL), int((xs.max() + 1) * CELL),
+                   int((ys.max() + 1) * CELL))
+            mine = sum(ys.min() <= y <= ys.max() for y, _, _ in eyes)
+            out.append({"box": box, "eyes": int(mine)})
     return sorted(out, key=lambda f: f["box"])
+
+
+def _stacked(eyes: list[tuple[float, float, int]]) -> float | None:
+    """Where one face region holds two faces stacked one above the other (each with its own
+    eyes, run together through a mass of hair of the skin's colour): the row between them, or
+    None. `eyes`: (row, column, cells) of each eye blob. Of the blobs alike in size (within a
+    factor of two of their median: not a collar's dark band, not a hairline's dashes), three or
+    more split at the widest vertical gap between their rows when it is at least STACK times the
+    spacing of an eye pair side by side (twice as far apart across as up or down) in either
+    part."""
+    middle = np.median([n for _, _, n in eyes]) if eyes else 0
+    alike = [(y, x) for y, x, n in eyes if middle / 2 <= n <= 2 * middle]
+    if len(alike) < 3:
+        return None
+    rows = sorted(y for y, _ in alike)
+    gap, k = max((b - a, k) for k, (a, b) in enumerate(zip(rows, rows[1:])))
+    cut = rows[k] + gap / 2
+    pairs = [abs(x1 - x2) for i, (y1, x1) in enumerate(alike) for y2, x2 in alike[i + 1:]
+             if (y1 < cut) == (y2 < cut) and abs(x1 - x2) >= 2 * abs(y1 - y2)]
+    return cut if pairs and gap >= STACK * min(pairs) else None
+
+
+def _rows(region: np.ndarray, start: float, stop: float | None) -> np.ndarray:
+    """The part of a region whose rows lie in [start, stop)."""
+    rows = np.arange(region.shape[0])[:, None]
+    return region & (rows >= start) & (rows < (np.inf if stop is None else stop))
 
 
 def heads(img: np.ndarray) -> list[tuple[int, int, int, int]]:

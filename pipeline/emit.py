@@ -206,6 +206,9 @@ def evaluation_summary(result: dict, images: Path, manifest: dict) -> dict:
     if agree["applies"]:
         agree = {**agree, "pct": percent(agree["agree"] / agree["n"]),
                  "sizes": [{**s, "pct": percent(s["agree"] / s["n"])} for s in agree["sizes"]]}
+        if agree.get("held_out"):
+            held = agree["held_out"]
+            agree["held_out"] = {**held, "pct": percent(held["agree"] / held["n"])}
     return {"applies": True, "level": round(100 * result["level"]), "min_compared": MIN_COMPARED,
             "agreement": agree,
             "seeds": result["seeds"], "source": source,

@@ -51,28 +51,38 @@ def agreement(labels: dict, records: dict, model: str | None) -> dict:
     """How often the detector's class agrees with the hand label, per size, over the labelled
     generations these records hold (`labels`: the labels file's content), and which way it errs
     where it does not (per size: how many of each label it gave each other class), for the model
-    `model` (freeze.model_identity). Only for the model the labels were made on: another model's
-    images are not the ones that were looked at."""
+    `model` (freeze.model_identity); and the same over the labels of the file's `held_out` batches
+    alone (labelled before the detector's last change was run on them). Only for the model the
+    labels were made on: another model's images are not the ones that were looked at."""
     if labels.get("model") != model:
         return {"applies": False, "why": "other-model"}
+    found = _tally({g: c for g, c in labels["labels"].items() if g in records}, records)
+    if not found["n"]:
+        return {"applies": False, "why": "none-labelled"}
+    held = {g for batch in labels.get("held_out", []) for g in batch["generations"]}
+    later = _tally({g: c for g, c in labels["labels"].items() if g in records and g in held},
+                   records)
+    return {"applies": True, **found, "detector": detector.VERSION,
+            "held_out": later if later["n"] else None}
+
+
+def _tally(labels: dict, records: dict) -> dict:
+    """Agreement of the records' classes with `labels` (generation -> class), per size."""
     per: dict[int, list[int]] = {}
     missed: dict[int, Counter] = {}
-    for gen, label in labels["labels"].items():
-        if gen in records:
-            r = records[gen]
-            per.setdefault(r["width"], [0, 0])
-            per[r["width"]][0] += r["class"] == label
-            per[r["width"]][1] += 1
-            if r["class"] != label:
-                missed.setdefault(r["width"], Counter())[label, r["class"]] += 1
-    if not per:
-        return {"applies": False, "why": "none-labelled"}
+    for gen, label in labels.items():
+        r = records[gen]
+        per.setdefault(r["width"], [0, 0])
+        per[r["width"]][0] += r["class"] == label
+        per[r["width"]][1] += 1
+        if r["class"] != label:
+            missed.setdefault(r["width"], Counter())[label, r["class"]] += 1
     sizes = [{"size": w, "agree": a, "n": n,
               "misses": [{"label": label, "detector": found, "n": k} for (label, found), k
                          in sorted(missed.get(w, Counter()).items(), key=lambda m: (-m[1], m[0]))]}
              for w, (a, n) in sorted(per.items())]
-    return {"applies": True, "sizes": sizes, "agree": sum(s["agree"] for s in sizes),
-            "n": sum(s["n"] for s in sizes), "detector": detector.VERSION}
+    return {"sizes": sizes, "agree": sum(s["agree"] for s in sizes),
+            "n": sum(s["n"] for s in sizes)}
 
 
 def summary(spec, info: dict, cells: dict, records: dict, seeds: int, source: dict,

@@ -635,6 +635,13 @@ def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
         for m in misses:  # which way the detector errs, each (label, class) pair with its count
             assert (f'data-label="{m["label"]}" data-detector="{m["detector"]}">'
                     f'{m["label"]} → {m["detector"]} {m["n"]}</span>') in said
+        held = agree["held_out"]  # the labels given before this detector version saw them
+        assert ('id="detector-held-out"' in said) == bool(held)
+        if held:
+            assert (f'<span class="held-n">{held["n"]}</span> labelled before' in said
+                    and f'<span class="held-agree">{held["agree"]}</span>' in said)
+            assert ", ".join(f'{s["size"]}×{s["size"]}: {s["agree"]}/{s["n"]}'
+                             for s in held["sizes"]) + ").</span>" in said
     else:
         assert "not measured here" in said
     cells = re.findall(r'<td data-variant="([^"]+)" data-counts="([^"]*)">', block)

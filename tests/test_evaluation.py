@@ -198,6 +198,11 @@ def test_agreement_counts_the_labelled_generations_the_records_hold_for_the_labe
     assert [(s["size"], s["agree"], s["n"]) for s in found["sizes"]] == [(512, 1, 2), (768, 1, 1)]
     assert [s["misses"] for s in found["sizes"]] == [
         [{"label": "one", "detector": "duplicated", "n": 1}], []]  # which way it erred, and where
+    assert found["held_out"] is None  # no batch labelled after the detector's last change
+    later = {**labels, "held_out": [{"how": "later", "generations": ["b", "c", "y"]}]}
+    held = evaluate.agreement(later, records, "m1")["held_out"]
+    assert (held["agree"], held["n"]) == (1, 2)  # b and c: y is not among the records
+    assert [(s["size"], s["agree"], s["n"]) for s in held["sizes"]] == [(512, 0, 1), (768, 1, 1)]
     assert evaluate.agreement(labels, records, "m2") == {"applies": False, "why": "other-model"}
     assert evaluate.agreement(labels, {"d": rec(768, "none")}, "m1") == {
         "applies": False, "why": "none-labelled"}

@@ -249,3 +249,51 @@ def test_each_image_falls_into_one_class():
     classes = [detector.analyse(np.asarray(portraits.render_scene(caption, 1, k)))["class"]
                for k in (0, 1, 2, 3)]
     assert classes == ["none", "one", "duplicated", "duplicated"]
+
+
+def _pair(img: np.ndarray, row: int, centre: int, apart: int, radius: int = 9) -> None:
+    """Paints two dark eyes `apart` pixels apart, side by side, on row `row` of the image."""
+    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
+    for x in (centre - apart // 2, centre + apart // 2):
+        img[(yy - row) ** 2 + (xx - x) ** 2 < radius ** 2] = DARK_EYE
+
+
+def test_two_faces_stacked_in_one_mass_of_skin_are_two_and_one_face_is_not_split():
+    """A decode at 768x768 can stack two faces in one mass of hair of nearly the skin's colour:
+    one region, its eyes in two groups far apart (more than STACK eye spacings), is two faces.
+    A face's own third spot close below its eyes, or a collar's band, does not split it."""
+    img = np.full((512, 512, 3), (70, 60, 90), np.uint8)
+    img[100:420, 195:315] = portraits.SKIN  # 38,400 px: within MAX_PIXELS
+    stacked = img.copy()
+    _pair(stacked, 160, 255, 50)
+    _pair(stacked, 300, 255, 50)  # 140 px below: 2.8 eye spacings
+    assert 140 > detector.STACK * 50
+    assert [f["eyes"] for f in detector.faces(stacked)] == [2, 2]
+    assert detector.analyse(stacked)["class"] == "duplicated"
+    upper, lower = sorted(detector.faces(stacked), key=lambda f: f["box"][1])
+    assert upper["box"][3] <= lower["box"][1] and upper["box"][1] == 100 and lower["box"][3] == 420
+    close = img.copy()
+    _pair(close, 160, 255, 50)
+    _pair(close, 215, 230, 0)  # one spot 55 px below the eyes: not a second face's
+    assert [f["eyes"] for f in detector.faces(close)] == [3]
+    assert detector.analyse(close)["class"] == "malformed"
+    collar = img.copy()
+    _pair(collar, 160, 255, 50)
+    collar[330:354, 231:279] = DARK_EYE  # a band over four times an eye's area: not alike
+    assert detector.analyse(collar)["class"] == "malformed"  # three holes, but one face
+
+
+def test_hair_of_the_skin_s_colour_around_a_face_is_not_a_second_face():
+    """Hair nearly the skin's colour, grown into a region from a dark mark of its own, can hold
+    the face as a hole (a thin outline between them): the face inside is the head, not two."""
+    skin = np.array(portraits.SKIN)
+    img = np.full((512, 512, 3), (70, 60, 90), np.uint8)
+    yy, xx = np.mgrid[:512, :512]
+    img[130:360, 150:350] = skin - [12, 14, 10]  # the hair: within FACE_DISTANCE of the skin
+    ring = (yy - 220) ** 2 + (xx - 250) ** 2
+    img[ring < 70 ** 2] = DARK_EYE  # the face's outline, keeping hair and face apart
+    img[ring < 62 ** 2] = skin
+    _pair(img, 210, 250, 50)
+    img[312:324, 300:324] = DARK_EYE  # a mark in the hair, eye-shaped: a face is grown from it
+    assert [f["eyes"] for f in detector.faces(img)] == [2]
+    assert detector.analyse(img)["class"] == "one"
