@@ -206,12 +206,13 @@ def _regions(colour: np.ndarray, dark: np.ndarray, least: float, lightest: float
         region = _face(colour, dark, eye, least, MAX_PIXELS / CELL ** 2, lightest, widest)
         if region is None:
             continue
+        inside = _enclosed(region)
         for k, other in enumerate(found):
             if (other & region).any():
                 found[k] = other | region  # one head (or two stacked: see _stacked)
                 break
-            if (_enclosed(region) & other).any() or (_enclosed(other) & region).any():
-                found[k] = other if (_enclosed(region) & other).any() else region
+            if (inside & other).any() or (_enclosed(other) & region).any():
+                found[k] = other if (inside & other).any() else region
                 break  # hair or a neck of the skin's colour around a face: the face is the head
         else:
             found.append(region)
