@@ -5,8 +5,8 @@
 
 Copies build/eval/evaluation.json's per-cell numbers (shares with their Wilson intervals, mean
 colour error with its bootstrap interval) into evaluation-<n>seeds-<device>.{json,csv}, with the
-model, the detector version, the seeds and the machine, so that a README or note quoting an
-evaluation has a committed file behind it.
+model, the detector version and its agreement with the hand labels, the seeds and the machine,
+so that a README or note quoting an evaluation has a committed file behind it.
 """
 from __future__ import annotations
 
@@ -74,7 +74,8 @@ def main() -> None:
                "model_sha256": e["model_sha256"], "detector": e["detector"], "seeds": e["seeds"],
                "seed_range": e["seed_range"], "prompts": e["prompts"], "level": e["level"],
                "sampled_on": device, "speedups": made.get("speedups"),
-               "source": e.get("source"), "doit_wall_seconds": args.seconds, "note": args.note}
+               "source": e.get("source"), "agreement": e.get("agreement"),
+               "doit_wall_seconds": args.seconds, "note": args.note}
     path = write_results(args.out, f"evaluation-{e['seeds']}seeds-{tag}", context, rows)
     print(f"wrote {path}")
 

@@ -52,8 +52,9 @@ def agreement(labels: dict, records: dict, model: str | None) -> dict:
     generations these records hold (`labels`: the labels file's content), and which way it errs
     where it does not (per size: how many of each label it gave each other class), for the model
     `model` (freeze.model_identity); and the same over the labels of the file's `held_out` batches
-    alone (labelled before the detector's last change was run on them). Only for the model the
-    labels were made on: another model's images are not the ones that were looked at."""
+    alone (labelled before the detector's last change was run on them), and how many labels a
+    second, closer look changed (the file's `second_look`, when it has one). Only for the model
+    the labels were made on: another model's images are not the ones that were looked at."""
     if labels.get("model") != model:
         return {"applies": False, "why": "other-model"}
     found = _tally({g: c for g, c in labels["labels"].items() if g in records}, records)
@@ -62,8 +63,11 @@ def agreement(labels: dict, records: dict, model: str | None) -> dict:
     held = {g for batch in labels.get("held_out", []) for g in batch["generations"]}
     later = _tally({g: c for g, c in labels["labels"].items() if g in records and g in held},
                    records)
+    second = labels.get("second_look")
     return {"applies": True, **found, "detector": detector.VERSION,
-            "held_out": later if later["n"] else None}
+            "held_out": later if later["n"] else None,
+            "second_look": {"looked_at": second["looked_at"], "changed": len(second["changed"])}
+            if second else None}
 
 
 def _tally(labels: dict, records: dict) -> dict:

@@ -203,6 +203,11 @@ def test_agreement_counts_the_labelled_generations_the_records_hold_for_the_labe
     held = evaluate.agreement(later, records, "m1")["held_out"]
     assert (held["agree"], held["n"]) == (1, 2)  # b and c: y is not among the records
     assert [(s["size"], s["agree"], s["n"]) for s in held["sizes"]] == [(512, 0, 1), (768, 1, 1)]
+    assert found["second_look"] is None
+    closer = {**labels, "second_look": {"how": "closer", "looked_at": 2,
+                                        "changed": {"c": ["one", "duplicated"]}}}
+    assert evaluate.agreement(closer, records, "m1")["second_look"] == {"looked_at": 2,
+                                                                         "changed": 1}
     assert evaluate.agreement(labels, records, "m2") == {"applies": False, "why": "other-model"}
     assert evaluate.agreement(labels, {"d": rec(768, "none")}, "m1") == {
         "applies": False, "why": "none-labelled"}

@@ -1,0 +1,61 @@
+"""Sheets for a second, closer look at labelled decodes that the labelling sheets shrank most.
+
+    python scripts/audit_sheets.py OUT_DIR LABEL_DIR ...  # LABEL_DIR/images/<generation id>.png
+
+The labelling sheets (scripts/label_sheets.py) show every decode at 256 px, so a 640 or 768 px
+decode at less than half its size, where a faint third eye or a ghost's features can vanish.
+This picks every labelled generation whose decode is wider than twice that, shuffles them (a
+fixed seed, so the sheets are the same on every run) and writes OUT_DIR/sheet-NN.png with each
+at SIDE px, numbered only: no generation id, no earlier label and no detector output, so the
+second look is blind to all three. OUT_DIR/index.json maps the numbers back.
+"""
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from scripts.label_sheets import SIDE as LABEL_SIDE  # noqa: E402
+
+PER_SHEET, COLUMNS, SIDE, SEED = 6, 3, 400, 2026
+
+
+def main() -> None:
+    from PIL import Image, ImageDraw
+
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__)
+    out, dirs = Path(sys.argv[1]), [Path(d) / "images" for d in sys.argv[2:]]
+    labels = json.loads((ROOT / "frozen/detector_labels.json").read_text())["labels"]
+    paths = {}
+    for gen in sorted(labels):
+        path = next((d / f"{gen}.png" for d in dirs if (d / f"{gen}.png").is_file()), None)
+        if path is None:
+            raise SystemExit(f"{gen}.png is in none of {', '.join(map(str, dirs))}")
+        with Image.open(path) as img:
+            if img.width > 2 * LABEL_SIDE:
+                paths[gen] = path
+    gens = sorted(paths)
+    random.Random(SEED).shuffle(gens)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = -(-PER_SHEET // COLUMNS)
+    for start in range(0, len(gens), PER_SHEET):
+        sheet = Image.new("RGB", (COLUMNS * (SIDE + 4), rows * (SIDE + 4)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for k, gen in enumerate(gens[start:start + PER_SHEET]):
+            x, y = (k % COLUMNS) * (SIDE + 4), (k // COLUMNS) * (SIDE + 4)
+            with Image.open(paths[gen]) as img:
+                sheet.paste(img.convert("RGB").resize((SIDE, SIDE), Image.LANCZOS), (x, y))
+            draw.rectangle((x, y, x + 30, y + 14), fill="black")
+            draw.text((x + 3, y + 2), str(start + k), fill="yellow")
+        sheet.save(out / f"sheet-{start // PER_SHEET:02d}.png")
+    (out / "index.json").write_text(json.dumps(dict(enumerate(gens)), indent=1))
+    print(f"{len(gens)} decodes on {-(-len(gens) // PER_SHEET)} sheets in {out}")
+
+
+if __name__ == "__main__":
+    main()
