@@ -4,7 +4,8 @@
 
 The labelling sheets (scripts/label_sheets.py) show every decode at 256 px, so a 640 or 768 px
 decode at less than half its size, where a faint third eye or a ghost's features can vanish.
-This picks every labelled generation whose decode is wider than twice that, shuffles them (a
+This picks every labelled generation whose decode is wider than twice that (of those labelled on
+256 px sheets: not a held-out batch labelled at a larger `side`), shuffles them (a
 fixed seed, so the sheets are the same on every run) and writes OUT_DIR/sheet-NN.png with each
 at SIDE px, numbered only: no generation id, no earlier label and no detector output, so the
 second look is blind to all three. OUT_DIR/index.json maps the numbers back.
@@ -19,20 +20,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.label_sheets import SIDE as LABEL_SIDE  # noqa: E402
+from scripts.label_sheets import SIDE as LABEL_SIDE, write_sheets  # noqa: E402
 
-PER_SHEET, COLUMNS, SIDE, SEED = 6, 3, 400, 2026
+SIDE, SEED = 400, 2026
 
 
 def main() -> None:
-    from PIL import Image, ImageDraw
+    from PIL import Image
 
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     out, dirs = Path(sys.argv[1]), [Path(d) / "images" for d in sys.argv[2:]]
-    labels = json.loads((ROOT / "frozen/detector_labels.json").read_text())["labels"]
+    found = json.loads((ROOT / "frozen/detector_labels.json").read_text())
+    closer = {g for batch in found.get("held_out", []) if batch.get("side", LABEL_SIDE) > LABEL_SIDE
+              for g in batch["generations"]}  # labelled at over 256 px in the first place
     paths = {}
-    for gen in sorted(labels):
+    for gen in sorted(set(found["labels"]) - closer):
         path = next((d / f"{gen}.png" for d in dirs if (d / f"{gen}.png").is_file()), None)
         if path is None:
             raise SystemExit(f"{gen}.png is in none of {', '.join(map(str, dirs))}")
@@ -42,19 +45,9 @@ def main() -> None:
     gens = sorted(paths)
     random.Random(SEED).shuffle(gens)
     out.mkdir(parents=True, exist_ok=True)
-    rows = -(-PER_SHEET // COLUMNS)
-    for start in range(0, len(gens), PER_SHEET):
-        sheet = Image.new("RGB", (COLUMNS * (SIDE + 4), rows * (SIDE + 4)), "white")
-        draw = ImageDraw.Draw(sheet)
-        for k, gen in enumerate(gens[start:start + PER_SHEET]):
-            x, y = (k % COLUMNS) * (SIDE + 4), (k // COLUMNS) * (SIDE + 4)
-            with Image.open(paths[gen]) as img:
-                sheet.paste(img.convert("RGB").resize((SIDE, SIDE), Image.LANCZOS), (x, y))
-            draw.rectangle((x, y, x + 30, y + 14), fill="black")
-            draw.text((x + 3, y + 2), str(start + k), fill="yellow")
-        sheet.save(out / f"sheet-{start // PER_SHEET:02d}.png")
+    sheets = write_sheets(out, [paths[g] for g in gens], SIDE)
     (out / "index.json").write_text(json.dumps(dict(enumerate(gens)), indent=1))
-    print(f"{len(gens)} decodes on {-(-len(gens) // PER_SHEET)} sheets in {out}")
+    print(f"{len(gens)} decodes on {sheets} sheets in {out}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
     python scripts/label_sheets.py OUT_DIR        # after `doit eval_seeds=32` (latents cached)
     python scripts/label_sheets.py OUT_DIR --after N   # the N seeds past PLAN's, per cell
     python scripts/label_sheets.py OUT_DIR --after N --skip M  # ... past the M held out before
+    python scripts/label_sheets.py OUT_DIR --side 400  # each decode at 400 px, not 256
 
 Picks a fixed, stratified set of the evaluation's generations (PLAN: per size and variant, the
-first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (12 images
-a sheet, each numbered), OUT_DIR/index.json (number -> generation id) and each decode at full
+first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (each image numbered, 12
+a sheet at the default 256 px), OUT_DIR/index.json (number -> generation id) and each decode at full
 size as OUT_DIR/images/<generation id>.png (for looking closer, and for trying a detector change
 against the labels without decoding again). `--after N` picks, for each of PLAN's cells, the N
 generations that follow the ones PLAN names: a held-out set for checking a detector change that
@@ -33,7 +34,7 @@ PLAN = {  # (size, variant): generations, the first seeds of the evaluation's ra
     (256, "usual"): 12, (256, "deep-enlarge"): 8, (256, "hires-fix"): 8, (200, "usual"): 12,
     (200, "deep-enlarge"): 8, (200, "hires-fix"): 8,
 }
-PER_SHEET, COLUMNS, SIDE = 12, 4, 256
+SIDE, WIDTH, ROWS = 256, 1240, 3  # each decode at SIDE px, as many columns as fit WIDTH
 
 
 def chosen(spec, geometry, after: int = 0, skip: int = 0) -> list:
@@ -49,7 +50,6 @@ def chosen(spec, geometry, after: int = 0, skip: int = 0) -> list:
 
 def main() -> None:
     import torch
-    from PIL import Image, ImageDraw
 
     from pipeline import decode, model, spec as specmod
     from pipeline.sampling import load_latents
@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--after", type=int, default=0,
                         help="per cell, the N generations past PLAN's (a held-out set)")
+    parser.add_argument("--side", type=int, default=SIDE,
+                        help="px each decode is shown at (400: the 640 and 768 px decodes at over "
+                             "half their size, where faint eyes and ghosts stay visible)")
     parser.add_argument("--skip", type=int, default=0,
                         help="with --after: pass over M more per cell (earlier held-out batches)")
     args = parser.parse_args()
@@ -66,27 +69,36 @@ def main() -> None:
     spec = specmod.load(ROOT / "figures.toml")
     comps = model.load(str(ROOT / "build/model.json"), "cpu", "none")
     gens = chosen(spec, comps.info["geometry"], args.after, args.skip)
-    index = {}
-    for start in range(0, len(gens), PER_SHEET):
-        rows = -(-PER_SHEET // COLUMNS)
-        sheet = Image.new("RGB", (COLUMNS * (SIDE + 4), rows * (SIDE + 4)), "white")
-        draw = ImageDraw.Draw(sheet)
-        for k, g in enumerate(gens[start:start + PER_SHEET]):
-            z, _ = load_latents(ROOT / "build/latents" / f"{g.id}.safetensors")
-            with torch.no_grad():
-                full = decode.to_pil(decode.vae(z[None], comps.vae)[0])
-            full.save(out / "images" / f"{g.id}.png")
-            img = full.resize((SIDE, SIDE))
-            x, y = (k % COLUMNS) * (SIDE + 4), (k // COLUMNS) * (SIDE + 4)
-            sheet.paste(img, (x, y))
-            number = start + k
-            draw.rectangle((x, y, x + 26, y + 14), fill="black")
-            draw.text((x + 3, y + 2), str(number), fill="yellow")
-            index[number] = g.id
-        sheet.save(out / f"sheet-{start // PER_SHEET:02d}.png")
-    (out / "index.json").write_text(json.dumps(index, indent=1))
-    print(f"{len(gens)} generations on {-(-len(gens) // PER_SHEET)} sheets in {out}")
+    paths = []
+    for g in gens:
+        z, _ = load_latents(ROOT / "build/latents" / f"{g.id}.safetensors")
+        with torch.no_grad():
+            full = decode.to_pil(decode.vae(z[None], comps.vae)[0])
+        full.save(out / "images" / f"{g.id}.png")
+        paths.append(out / "images" / f"{g.id}.png")
+    sheets = write_sheets(out, paths, args.side)
+    (out / "index.json").write_text(json.dumps(dict(enumerate(g.id for g in gens)), indent=1))
+    print(f"{len(gens)} generations on {sheets} sheets in {out}")
 
+
+def write_sheets(out: Path, paths: list[Path], side: int) -> int:
+    """OUT/sheet-NN.png: the images at `paths` at `side` px, numbered in order (and nothing
+    else on them), as many columns as fit WIDTH and ROWS rows a sheet. Returns how many sheets."""
+    from PIL import Image, ImageDraw
+
+    columns = max(1, WIDTH // (side + 4))
+    per_sheet = columns * ROWS
+    for start in range(0, len(paths), per_sheet):
+        sheet = Image.new("RGB", (columns * (side + 4), ROWS * (side + 4)), "white")
+        draw = ImageDraw.Draw(sheet)
+        for k, path in enumerate(paths[start:start + per_sheet]):
+            x, y = (k % columns) * (side + 4), (k // columns) * (side + 4)
+            with Image.open(path) as img:
+                sheet.paste(img.convert("RGB").resize((side, side), Image.LANCZOS), (x, y))
+            draw.rectangle((x, y, x + 30, y + 14), fill="black")
+            draw.text((x + 3, y + 2), str(start + k), fill="yellow")
+        sheet.save(out / f"sheet-{start // per_sheet:02d}.png")
+    return -(-len(paths) // per_sheet)
 
 if __name__ == "__main__":
     main()
