@@ -645,7 +645,7 @@ def test_the_evaluation_is_on_the_page_with_counts_matching_its_data(project):
         second = agree["second_look"]  # a closer look at the decodes the sheets shrank most
         assert ('id="detector-second-look"' in said) == bool(second)
         if second:
-            assert (f'<span class="looked">{second["looked_at"]}</span> decodes' in said
+            assert (f'<span class="looked">{second["looked_at"]}</span> decodes that' in said
                     and f'changed <span class="changed">{second["changed"]}</span> of' in said)
     else:
         assert "not measured here" in said
