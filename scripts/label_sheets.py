@@ -6,13 +6,13 @@
     python scripts/label_sheets.py OUT_DIR --side 400  # each decode at 400 px, not 256
 
 Picks a fixed, stratified set of the evaluation's generations (PLAN: per size and variant, the
-first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (each image numbered, 12
-a sheet at the default 256 px), OUT_DIR/index.json (number -> generation id) and each decode at full
-size as OUT_DIR/images/<generation id>.png (for looking closer, and for trying a detector change
-against the labels without decoding again). `--after N` picks, for each of PLAN's cells, the N
-generations that follow the ones PLAN names: a held-out set for checking a detector change that
-was tried against the labels already given; `--skip M` passes over the M per cell that an
-earlier held-out batch took. The labels a person gives them live in
+first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (each
+image numbered, 12 a sheet at the default 256 px), OUT_DIR/index.json (number -> generation id)
+and each decode at full size as OUT_DIR/images/<generation id>.png (for looking closer, and for
+trying a detector change against the labels without decoding again). `--after N` picks, for each
+of PLAN's cells, the N generations that follow the ones PLAN names: a held-out set for checking
+a detector change that was tried against the labels already given; `--skip M` passes over the M
+per cell that an earlier held-out batch took. The labels a person gives them live in
 frozen/detector_labels.json, which tests/test_detector_labels.py compares with the frozen
 evaluation's classes.
 """

@@ -45,7 +45,7 @@ def test_the_labels_cover_every_evaluated_size_with_the_page_s_classes():
     assert sum(n for _, n in agreement().values()) == len(LABELS)  # the page's count: every label
 
 
-def test_the_second_look_covers_every_decode_the_sheets_shrank_most_and_its_classes_are_the_labels():
+def test_the_second_look_covers_every_decode_the_sheets_shrank_and_its_classes_are_the_labels():
     from scripts.label_sheets import SIDE
 
     second = LABELS_FILE["second_look"]
