@@ -20,7 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from scripts.label_sheets import SIDE as LABEL_SIDE, write_sheets  # noqa: E402
+from scripts.label_sheets import (SIDE as LABEL_SIDE, decode_path, labelled_closer,  # noqa: E402
+                                  write_sheets)
 
 SIDE, SEED = 400, 2026
 
@@ -32,11 +33,9 @@ def main() -> None:
         raise SystemExit(__doc__)
     out, dirs = Path(sys.argv[1]), [Path(d) / "images" for d in sys.argv[2:]]
     found = json.loads((ROOT / "frozen/detector_labels.json").read_text())
-    closer = {g for batch in found.get("held_out", []) if batch.get("side", LABEL_SIDE) > LABEL_SIDE
-              for g in batch["generations"]}  # labelled at over 256 px in the first place
     paths = {}
-    for gen in sorted(set(found["labels"]) - closer):
-        path = next((d / f"{gen}.png" for d in dirs if (d / f"{gen}.png").is_file()), None)
+    for gen in sorted(set(found["labels"]) - labelled_closer(found)):
+        path = decode_path(gen, dirs)
         if path is None:
             raise SystemExit(f"{gen}.png is in none of {', '.join(map(str, dirs))}")
         with Image.open(path) as img:

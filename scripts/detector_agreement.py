@@ -21,6 +21,7 @@ def main() -> None:
     from PIL import Image
 
     from pipeline import detector, evaluate
+    from scripts.label_sheets import decode_path
 
     dirs = [Path(d) / "images" for d in sys.argv[1:]]
     if not dirs:
@@ -28,7 +29,7 @@ def main() -> None:
     labels = json.loads((ROOT / "frozen/detector_labels.json").read_text())
     records = {}
     for gen in sorted(labels["labels"]):
-        path = next((d / f"{gen}.png" for d in dirs if (d / f"{gen}.png").is_file()), None)
+        path = decode_path(gen, dirs)
         if path is None:
             raise SystemExit(f"{gen}.png is in none of {', '.join(map(str, dirs))}: run "
                              f"scripts/label_sheets.py OUT_DIR (with the --after and --skip of "

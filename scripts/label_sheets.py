@@ -74,8 +74,9 @@ def main() -> None:
         z, _ = load_latents(ROOT / "build/latents" / f"{g.id}.safetensors")
         with torch.no_grad():
             full = decode.to_pil(decode.vae(z[None], comps.vae)[0])
-        full.save(out / "images" / f"{g.id}.png")
-        paths.append(out / "images" / f"{g.id}.png")
+        path = out / "images" / f"{g.id}.png"
+        full.save(path)
+        paths.append(path)
     sheets = write_sheets(out, paths, args.side)
     (out / "index.json").write_text(json.dumps(dict(enumerate(g.id for g in gens)), indent=1))
     print(f"{len(gens)} generations on {sheets} sheets in {out}")
@@ -99,6 +100,20 @@ def write_sheets(out: Path, paths: list[Path], side: int) -> int:
             draw.text((x + 3, y + 2), str(start + k), fill="yellow")
         sheet.save(out / f"sheet-{start // per_sheet:02d}.png")
     return -(-len(paths) // per_sheet)
+
+
+def decode_path(gen: str, dirs: list[Path]) -> Path | None:
+    """The saved decode of generation `gen` in the first of `dirs` (OUT_DIR/images folders)
+    that has it, or None."""
+    return next((d / f"{gen}.png" for d in dirs if (d / f"{gen}.png").is_file()), None)
+
+
+def labelled_closer(labels: dict) -> set[str]:
+    """The generations of the labels file's held-out batches labelled on sheets larger than
+    SIDE px in the first place (their `side`), which a second look does not take again."""
+    return {g for batch in labels.get("held_out", []) if batch.get("side", SIDE) > SIDE
+            for g in batch["generations"]}
+
 
 if __name__ == "__main__":
     main()
