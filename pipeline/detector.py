@@ -47,9 +47,10 @@ from __future__ import annotations
 
 import numpy as np
 
-VERSION = 7  # bump when the rules below change: it is part of every evaluation's provenance
+VERSION = 8  # bump when the rules below change: it is part of every evaluation's provenance
 CELL = 4
-DARK = 90            # luma (0..255) below which a cell counts as dark (an eye, black hair)
+DARK = 110           # luma (0..255) below which a cell counts as dark (an eye, black hair) ...
+NOISY_DARK = 90      # ... or this, in an image wrecked by noise (its speckle is dark at DARK)
 EYE_SIZE = (2, 80)   # an eye is a dark blob of this many cells ...
 EYE_ASPECT = 3.0     # ... no more than this much taller than wide or wider than tall
 FACE_LUMA = 150      # the skin around an eye is at least this light ...
@@ -68,6 +69,12 @@ STACK = 2.0          # eye rows this many pair spacings apart are two faces stac
 EYES = 2             # eyes a well-formed face has; more or fewer make the image malformed
 NOISE = 4.0          # mean |luma step| to the right and downward neighbour (0..255, summed) above
                      # which an image is wrecked by noise (model decodes: at most 2.8; wrecked: 5.5)
+SURROUND = 7         # cells: the window of the grey closing that gives a cell's surroundings' luma
+FAINT = 0.9          # a cell darker than this times its surroundings' luma is faintly dark ...
+FAINT_SURROUND = 120 # ... where the surroundings are at least this light
+FAINT_FACE_LUMA = 135  # a faint face's skin is at least this light
+GHOST = 0.93         # a face's blobs darker than this times their surroundings: ghost features
+SPACING = (0.5, 1.5) # a ghost's eye pair is spaced within these times the face's own eyes
 CLASSES = ("none", "one", "malformed", "duplicated")
 LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 STATS = ("saturation", "contrast", "clipped")
@@ -154,10 +161,11 @@ def _eye_shaped(ys: np.ndarray, xs: np.ndarray) -> bool:
 
 
 def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: float,
-          lightest: float, widest: float):
+          lightest: float, widest: float, faint: bool = False):
     """The face around a candidate eye, as a boolean mask of the cell grid, or None when the
     blob is not an eye in a face (skin at least `lightest` in luma, its box at most `widest` of
-    the image)."""
+    the image). With `faint` the face is grown around the dark cells, never over them: a faint
+    eye's colour can lie within FACE_DISTANCE of its skin's."""
     hc, wc = dark.shape
     y0, y1 = max(eye[2] - REACH, 0), min(eye[3] + REACH, hc)
     x0, x1 = max(eye[4] - REACH, 0), min(eye[5] + REACH, wc)
@@ -174,7 +182,8 @@ def _face(colour: np.ndarray, dark: np.ndarray, eye: tuple, least: float, most: 
         return None  # too dark or too vivid for skin
     distance = np.linalg.norm(colour - skin, axis=-1)
     for tolerance in TOLERANCES:  # looser first; tighter where the skin runs on into hair or neck
-        region = _grow(ring, distance < tolerance * FACE_DISTANCE, most)
+        allowed = distance < tolerance * FACE_DISTANCE
+        region = _grow(ring, allowed & ~dark if faint else allowed, most)
         if region is not None and not (
                 (y0 > 0 and region[0].any()) or (y1 < hc and region[-1].any())
                 or (x0 > 0 and region[:, 0].any()) or (x1 < wc and region[:, -1].any())):
@@ -219,36 +228,102 @@ def _regions(colour: np.ndarray, dark: np.ndarray, least: float, lightest: float
     return found
 
 
-def faces(img: np.ndarray, dim: bool | None = None) -> list[dict]:
+def faces(img: np.ndarray, clean: bool | None = None) -> list[dict]:
     """The faces in a uint8 HxWx3 image: each its bounding box (x0, y0, x1, y1, in pixels) and
-    how many eyes (eye-sized dark blobs) it encloses, left to right. With `dim`, where no face
-    has skin of FACE_LUMA, faces with skin of DIM_FACE_LUMA are looked for; by default (None)
-    only where the image is not wrecked by noise (its speckle makes dim faces of its own)."""
-    if dim is None:
-        dim = noise(img) <= NOISE
+    how many eyes (eye-sized dark blobs) it encloses, left to right. With `clean` (by default,
+    None: where the image is not wrecked by noise) a cell is dark below DARK, not NOISY_DARK;
+    where no face has skin of FACE_LUMA, faces with skin of DIM_FACE_LUMA are looked for; beside
+    the faces found, faint ones (_faint_faces); and a ghost's eyes in a face (_ghost). In a
+    wrecked image none of these is looked for: its speckle makes such faces and eyes of its own."""
+    if clean is None:
+        clean = noise(img) <= NOISE
     h, w = img.shape[:2]
     rgb = img[..., :3].astype(np.float32)
     colour = _grid(rgb)
-    dark = _grid((rgb @ LUMA < DARK).astype(np.float32)) > 0.5
+    dark = _grid((rgb @ LUMA < (DARK if clean else NOISY_DARK)).astype(np.float32)) > 0.5
     least = max(MIN_AREA * h * w, MIN_PIXELS) / CELL ** 2
     found = _regions(colour, dark, least, FACE_LUMA, 1.0)
-    if not found and dim:
+    if not found and clean:
         found = _regions(colour, dark, least, DIM_FACE_LUMA, MAX_SHARE)
-    out = []
     luma = colour @ LUMA
-    for region in found:
+    around = _surroundings(luma)
+    faint = (luma < FAINT * around) & (around >= FAINT_SURROUND)
+    ghosts = _faint_faces(colour, dark, faint, least, found) if found and clean else []
+    out = []
+    for region in found + ghosts:
         eyeish = dark | (luma < EYE_RATIO * np.median(luma[region]))
+        if any(region is g for g in ghosts):
+            eyeish |= faint  # a faint face's eyes are its faint blobs
         eyes = [(ys.mean(), xs.mean(), len(ys)) for ys, xs
                 in _components(_enclosed(region) & eyeish) if _eye_shaped(ys, xs)]
+        ghost = clean and len(eyes) == EYES and _ghost(region, eyeish, luma < GHOST * around, eyes)
         cut = _stacked(eyes)
         parts = [region] if cut is None else [_rows(region, 0, cut), _rows(region, cut, None)]
         for part in parts:
             ys, xs = np.nonzero(part)
             box = (int(xs.min() * CELL), int(ys.min() * CELL), int((xs.max() + 1) * CELL),
                    int((ys.max() + 1) * CELL))
-            mine = sum(ys.min() <= y <= ys.max() for y, _, _ in eyes)
+            mine = sum(ys.min() <= y <= ys.max() for y, _, _ in eyes) + (2 if ghost else 0)
             out.append({"box": box, "eyes": int(mine)})
     return sorted(out, key=lambda f: f["box"])
+
+
+def _surroundings(luma: np.ndarray) -> np.ndarray:
+    """Each cell's surroundings' luma: a grey closing of the grid (its maximum, then the minimum
+    of that, over SURROUND x SURROUND cells), which fills in what is darker than its
+    surroundings and smaller than the window: eyes, however faint."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    def over(a: np.ndarray, reduce) -> np.ndarray:
+        padded = np.pad(a, SURROUND // 2, mode="edge")
+        return reduce(sliding_window_view(padded, (SURROUND, SURROUND)), axis=(-2, -1))
+
+    return over(over(luma, np.max), np.min)
+
+
+def _blobs(mask: np.ndarray) -> list[tuple[float, float]]:
+    """(row, column) of each eye-shaped blob of a boolean grid."""
+    return [(ys.mean(), xs.mean()) for ys, xs in _components(mask) if _eye_shaped(ys, xs)]
+
+
+def _side_by_side(blobs: list[tuple[float, float]]) -> list[float]:
+    """How far apart across each pair of blobs side by side is (twice as far across as up or
+    down)."""
+    return [abs(x1 - x2) for i, (y1, x1) in enumerate(blobs) for y2, x2 in blobs[i + 1:]
+            if abs(x1 - x2) >= 2 * abs(y1 - y2)]
+
+
+def _faint_faces(colour: np.ndarray, dark: np.ndarray, faint: np.ndarray, least: float,
+                 found: list) -> list:
+    """Faces beside those `found` whose eyes are only faintly dark (`faint` cells: a ghost of a
+    second character, as a decode draws one at a size the model was not trained for), each grown
+    from a faint blob with skin at least FAINT_FACE_LUMA, its box at most MAX_SHARE of the image
+    and a pair of eye-shaped blobs side by side in it. One that shares a cell with a face, encloses
+    one or lies in one is not another."""
+    either, new = dark | faint, []
+    for eye in _eyes(faint & ~dark):
+        at = int(eye[0]), int(eye[1])
+        if any(f[at] or _enclosed(f)[at] for f in found + new):
+            continue
+        region = _face(colour, either, eye, least, MAX_PIXELS / CELL ** 2, FAINT_FACE_LUMA,
+                       MAX_SHARE, faint=True)
+        if region is None or not _side_by_side(_blobs(_enclosed(region) & either)):
+            continue
+        inside = _enclosed(region)
+        if not any((region & f).any() or (inside & f).any() or (_enclosed(f) & region).any()
+                   for f in found + new):
+            new.append(region)
+    return new
+
+
+def _ghost(region: np.ndarray, eyes_mask: np.ndarray, faint: np.ndarray, eyes: list) -> bool:
+    """Whether a face with its two `eyes` holds a ghost's pair besides them: two eye-shaped blobs
+    of `faint` cells it encloses, clear of its eyes (`eyes_mask` and the cells next to it), side
+    by side and as far apart as SPACING times its own eyes are."""
+    inside = _enclosed(region)
+    blobs = _blobs(inside & faint & ~_dilate(inside & eyes_mask))
+    spacing = abs(eyes[0][1] - eyes[1][1])
+    return any(SPACING[0] * spacing <= dx <= SPACING[1] * spacing for dx in _side_by_side(blobs))
 
 
 def _stacked(eyes: list[tuple[float, float, int]]) -> float | None:
@@ -333,7 +408,7 @@ def analyse(img, ref: dict | None = None) -> dict:
     arr = np.asarray(img)
     stats = colour_stats(arr)
     rough = noise(arr)
-    found = faces(arr, dim=rough <= NOISE)  # the noise measured once, for the record too
+    found = faces(arr, clean=rough <= NOISE)  # the noise measured once, for the record too
     out = {"characters": len(found), "eyes": [f["eyes"] for f in found],
            "class": classify(found, rough > NOISE), "noise": rough, **stats}
     if ref is not None:

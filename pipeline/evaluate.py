@@ -52,7 +52,8 @@ def agreement(labels: dict, records: dict, model: str | None) -> dict:
     generations these records hold (`labels`: the labels file's content), and which way it errs
     where it does not (per size: how many of each label it gave each other class), for the model
     `model` (freeze.model_identity); and the same over the labels of the file's `held_out` batches
-    alone (labelled before the detector's last change was run on them), and how many labels a
+    that are held out from this detector version (each batch's `before_version`: the labels were
+    given before that version's rules were written, and were not used to write them), and how many labels a
     second, closer look changed (the file's `second_look`, when it has one). Only for the model
     the labels were made on: another model's images are not the ones that were looked at."""
     if labels.get("model") != model:
@@ -60,7 +61,8 @@ def agreement(labels: dict, records: dict, model: str | None) -> dict:
     found = _tally({g: c for g, c in labels["labels"].items() if g in records}, records)
     if not found["n"]:
         return {"applies": False, "why": "none-labelled"}
-    held = {g for batch in labels.get("held_out", []) for g in batch["generations"]}
+    held = {g for batch in labels.get("held_out", [])
+            if batch.get("before_version", 0) >= detector.VERSION for g in batch["generations"]}
     later = _tally({g: c for g, c in labels["labels"].items() if g in records and g in held},
                    records)
     second = labels.get("second_look")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import evaluate, geometry, intervals, spec as specmod
+from pipeline import detector, evaluate, geometry, intervals, spec as specmod
 from pipeline.spec import SpecError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,8 +199,10 @@ def test_agreement_counts_the_labelled_generations_the_records_hold_for_the_labe
     assert [s["misses"] for s in found["sizes"]] == [
         [{"label": "one", "detector": "duplicated", "n": 1}], []]  # which way it erred, and where
     assert found["held_out"] is None  # no batch labelled after the detector's last change
-    later = {**labels, "held_out": [{"how": "later", "generations": ["b", "c", "y"]}]}
-    held = evaluate.agreement(later, records, "m1")["held_out"]
+    later = {**labels, "held_out": [
+        {"how": "later", "before_version": detector.VERSION, "generations": ["b", "c", "y"]},
+        {"how": "earlier", "before_version": detector.VERSION - 1, "generations": ["a"]}]}
+    held = evaluate.agreement(later, records, "m1")["held_out"]  # a: seen by this version
     assert (held["agree"], held["n"]) == (1, 2)  # b and c: y is not among the records
     assert [(s["size"], s["agree"], s["n"]) for s in held["sizes"]] == [(512, 0, 1), (768, 1, 1)]
     assert found["second_look"] is None

@@ -119,14 +119,14 @@ def test_a_dim_face_counts_only_where_no_face_of_usual_lightness_does():
     skin = dim[200, 250].astype(float) @ detector.LUMA
     assert detector.DIM_FACE_LUMA <= skin < detector.FACE_LUMA
     assert detector.analyse(dim)["class"] == "one"
-    assert detector.faces(dim, dim=False) == []
+    assert detector.faces(dim, clean=False) == []
     bright = np.asarray(portraits.render(CAPTIONS[0], 1)).copy()
     assert len(detector.faces(bright)) == 1
     beside = _dim_face(bright, centre=(90, 440))
     assert len(detector.faces(beside)) == 1  # the dim one is not looked for
     assert len(detector.faces(_dim_face(beside, centre=(90, 440), colour=portraits.SKIN))) == 2
     speckled = _speckled(dim)
-    assert len(detector.faces(speckled, dim=True)) == 1
+    assert len(detector.faces(speckled, clean=True)) == 1
     assert detector.faces(speckled) == []  # by default not looked for in a wrecked image
     assert detector.analyse(speckled)["characters"] == 0
 
@@ -183,7 +183,7 @@ def test_detector_reads_an_image_file(tmp_path):
 
 
 DARK_EYE = (25, 20, 30)  # a third eye as dark as the face's own
-FAINT = (105, 100, 110)  # a faint eye, as decodes draw a ghost's: lighter than DARK, far below skin
+FAINT = (120, 114, 124)  # a faint eye, as decodes draw a ghost's: lighter than DARK, far below skin
 
 
 def _third_eye(img: np.ndarray, colour=DARK_EYE) -> np.ndarray:
@@ -297,3 +297,58 @@ def test_hair_of_the_skin_s_colour_around_a_face_is_not_a_second_face():
     img[312:324, 300:324] = DARK_EYE  # a mark in the hair, eye-shaped: a face is grown from it
     assert [f["eyes"] for f in detector.faces(img)] == [2]
     assert detector.analyse(img)["class"] == "one"
+
+
+def _faint_pair(img: np.ndarray, row: int, centre: int, apart: int, ratio: float) -> None:
+    """Paints two eyes side by side, each `ratio` times the colour around it: a ghost's."""
+    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
+    for x in (centre - apart // 2, centre + apart // 2):
+        spot = (yy - row) ** 2 + (xx - x) ** 2 < 9 ** 2
+        img[spot] = (img[row - 14, x].astype(float) * ratio).astype(np.uint8)
+
+
+def test_a_faint_face_beside_a_face_is_a_second_character_and_alone_is_none():
+    """A decode at 768x768 draws a second character as a ghost: its eyes only faintly darker than
+    its skin (here 0.8 times: lighter than DARK), its skin dimmer than a face's. Beside a face
+    found by its dark eyes it counts; with no such face it is not looked for, nor with one eye."""
+    img = np.full((512, 512, 3), (70, 60, 90), np.uint8)
+    img[150:300, 90:200] = portraits.SKIN
+    _pair(img, 200, 145, 44)
+    ghost_skin = (176, 166, 152)
+    assert np.array(ghost_skin, np.float32) @ detector.LUMA >= detector.FAINT_FACE_LUMA
+    two = img.copy()
+    two[150:300, 310:420] = ghost_skin
+    _faint_pair(two, 200, 365, 44, 0.8)
+    assert 0.8 * 166 > detector.DARK  # the ghost's eyes are not dark: v7 saw one face here
+    assert [f["eyes"] for f in detector.faces(two)] == [2, 2]
+    assert detector.analyse(two)["class"] == "duplicated"
+    alone = two.copy()
+    alone[150:300, 90:200] = (70, 60, 90)
+    assert detector.faces(alone) == []
+    one_eyed = two.copy()
+    one_eyed[180:220, 375:400] = ghost_skin  # the ghost's right eye gone: no pair, no face
+    assert detector.analyse(one_eyed)["class"] == "one"
+    assert detector.faces(two, clean=False) == detector.faces(img, clean=False)  # not in a wreck
+
+
+def test_a_ghost_s_pair_of_eyes_in_a_face_makes_it_malformed():
+    """A decode can draw a ghost's features faintly inside a face: a second pair of eyes, spaced
+    like the face's own (within SPACING times), only faintly darker than the skin. A single
+    faint spot, a pair spaced unlike the eyes, or one fainter than GHOST does not."""
+    img = np.full((512, 512, 3), (70, 60, 90), np.uint8)
+    img[110:360, 185:335] = portraits.SKIN
+    _pair(img, 260, 260, 50)
+    assert detector.analyse(img)["class"] == "one"
+    ghost = img.copy()
+    _faint_pair(ghost, 170, 260, 50, 0.85)
+    assert [f["eyes"] for f in detector.faces(ghost)] == [4]
+    assert detector.analyse(ghost)["class"] == "malformed"
+    wide = img.copy()
+    _faint_pair(wide, 170, 260, 110, 0.85)  # 2.2 times the eyes' spacing
+    assert detector.analyse(wide)["class"] == "one"
+    pale = img.copy()
+    _faint_pair(pale, 170, 260, 50, 0.97)
+    assert detector.analyse(pale)["class"] == "one"
+    spot = img.copy()
+    _faint_pair(spot, 170, 260, 0, 0.85)
+    assert detector.analyse(spot)["class"] == "one"
