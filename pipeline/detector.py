@@ -3,7 +3,8 @@ image holds, and how far its colours are from the training set's.
 
 Characters are counted by their faces, and a face is found from its eyes rather than by a fixed
 skin colour, so that a model which tints its faces (paler, greener, dimmer) is still counted. On a
-grid of CELL-pixel cells (a cell is dark when most of its pixels have luma below DARK), every
+grid of CELL-pixel cells (a cell is dark when most of its pixels have luma below DARK: a decode
+at 768² can draw eyes at a luma of 92 to 96; NOISY_DARK in a noise-wrecked image), every
 4-connected blob of dark cells of an eye's size and shape is a candidate eye. The skin around it
 (a ring two to four cells out, past the eye's blurred rim) gives the face's colour, which must be
 light (luma at least FACE_LUMA) and not vivid (saturation at most FACE_SATURATION). The face is
@@ -28,12 +29,25 @@ image: a dim field that wide is a wall (a face of the usual lightness may fill a
 the model draws close-ups at 200²). The portraits' faces are rendered in one skin colour
 (portraits.SKIN), which no other element comes within portraits.SKIN_MARGIN of.
 
+Beside the faces found so, a decode at a size the model was not trained for draws a second
+character as a ghost: its skin dimmer, its eyes only faintly darker than the skin around them
+(0.8 to 0.9 times), and no darker than DARK. A cell is faintly dark where its luma is below FAINT
+times its surroundings' (a grey closing over SURROUND cells, which fills in anything darker and
+smaller than the window) and those are at least FAINT_SURROUND light. Where a face has been found
+(and the image is not wrecked by noise), a faint blob outside it starts another face as above,
+with skin at least FAINT_FACE_LUMA, a box at most MAX_SHARE of the image, grown around the faint
+cells (their colour can be within FACE_DISTANCE of the skin) and holding a pair of eye-shaped
+blobs side by side; alone, without a face of dark eyes beside it, no faint face is looked for.
+
 A face's eyes are the eye-sized, eye-shaped blobs it encloses that are dark, or darker than
 EYE_RATIO times the face's median luma (a decode draws a ghost's eyes fainter than the face's
 own; the mouth's line is too long for an eye): every training portrait's face has two. A
 face with more or fewer than EYES (a third eye, a ghost of a second face inside the first, a
 one-eyed face: what a training-free fix can trade a duplicated body for) makes the image
-`malformed`. So does noise over the whole image (a fix that breaks the sampler's denoising leaves
+`malformed`; so does a face with two eyes that encloses a ghost's pair besides them, clear of
+its eyes: two eye-shaped blobs darker than GHOST times their surroundings, side by side and as
+far apart as SPACING times its own eyes (a decode draws a ghost's features faintly above or
+below a face's own; a single faint spot, shading, is not a pair). So does noise over the whole image (a fix that breaks the sampler's denoising leaves
 it): where the mean luma step between neighbouring pixels exceeds NOISE the eyes drown in speckle,
 and such an image is malformed whatever faces can still be found in it, unless two can. Each
 image falls into one class: none (no face), one (one face with EYES eyes), malformed (one face
