@@ -234,8 +234,9 @@ def _regions(colour: np.ndarray, dark: np.ndarray, least: float, lightest: float
             if (other & region).any():
                 found[k] = other | region  # one head (or two stacked: see _stacked)
                 break
-            if (inside & other).any() or (_enclosed(other) & region).any():
-                found[k] = other if (inside & other).any() else region
+            holds = (inside & other).any()
+            if holds or (_enclosed(other) & region).any():
+                found[k] = other if holds else region
                 break  # hair or a neck of the skin's colour around a face: the face is the head
         else:
             found.append(region)
@@ -260,17 +261,20 @@ def faces(img: np.ndarray, clean: bool | None = None) -> list[dict]:
     if not found and clean:
         found = _regions(colour, dark, least, DIM_FACE_LUMA, MAX_SHARE)
     luma = colour @ LUMA
-    around = _surroundings(luma)
-    faint = (luma < FAINT * around) & (around >= FAINT_SURROUND)
-    ghosts = _faint_faces(colour, dark, faint, least, found) if found and clean else []
+    ghosts = []
+    if found and clean:  # the only place the surroundings are read: skip them elsewhere
+        around = _surroundings(luma)
+        faint = (luma < FAINT * around) & (around >= FAINT_SURROUND)
+        ghosts = _faint_faces(colour, dark, faint, least, found)
     out = []
-    for region in found + ghosts:
+    for region, is_faint in [(f, False) for f in found] + [(g, True) for g in ghosts]:
         eyeish = dark | (luma < EYE_RATIO * np.median(luma[region]))
-        if any(region is g for g in ghosts):
+        if is_faint:
             eyeish |= faint  # a faint face's eyes are its faint blobs
+        inside = _enclosed(region)
         eyes = [(ys.mean(), xs.mean(), len(ys)) for ys, xs
-                in _components(_enclosed(region) & eyeish) if _eye_shaped(ys, xs)]
-        ghost = clean and len(eyes) == EYES and _ghost(region, eyeish, luma < GHOST * around, eyes)
+                in _components(inside & eyeish) if _eye_shaped(ys, xs)]
+        ghost = clean and len(eyes) == EYES and _ghost(inside, eyeish, luma < GHOST * around, eyes)
         cut = _stacked(eyes)
         parts = [region] if cut is None else [_rows(region, 0, cut), _rows(region, cut, None)]
         for part in parts:
@@ -314,27 +318,31 @@ def _faint_faces(colour: np.ndarray, dark: np.ndarray, faint: np.ndarray, least:
     from a faint blob with skin at least FAINT_FACE_LUMA, its box at most MAX_SHARE of the image
     and a pair of eye-shaped blobs side by side in it. One that shares a cell with a face, encloses
     one or lies in one is not another."""
-    either, new = dark | faint, []
+    either = dark | faint
+    known = [(f, _enclosed(f)) for f in found]  # (face, the cells it encloses)
+    new = []
     for eye in _eyes(faint & ~dark):
         at = int(eye[0]), int(eye[1])
-        if any(f[at] or _enclosed(f)[at] for f in found + new):
+        if any(f[at] or held[at] for f, held in known):
             continue
         region = _face(colour, either, eye, least, MAX_PIXELS / CELL ** 2, FAINT_FACE_LUMA,
                        MAX_SHARE, faint=True)
-        if region is None or not _side_by_side(_blobs(_enclosed(region) & either)):
+        if region is None:
             continue
         inside = _enclosed(region)
-        if not any((region & f).any() or (inside & f).any() or (_enclosed(f) & region).any()
-                   for f in found + new):
+        if _side_by_side(_blobs(inside & either)) and not any(
+                (region & f).any() or (inside & f).any() or (held & region).any()
+                for f, held in known):
+            known.append((region, inside))
             new.append(region)
     return new
 
 
-def _ghost(region: np.ndarray, eyes_mask: np.ndarray, faint: np.ndarray, eyes: list) -> bool:
-    """Whether a face with its two `eyes` holds a ghost's pair besides them: two eye-shaped blobs
-    of `faint` cells it encloses, clear of its eyes (`eyes_mask` and the cells next to it), side
-    by side and as far apart as SPACING times its own eyes are."""
-    inside = _enclosed(region)
+def _ghost(inside: np.ndarray, eyes_mask: np.ndarray, faint: np.ndarray, eyes: list) -> bool:
+    """Whether a face (`inside`: the cells it encloses) with its two `eyes` holds a ghost's pair
+    besides them: two eye-shaped blobs of `faint` cells it encloses, clear of its eyes
+    (`eyes_mask` and the cells next to it), side by side and as far apart as SPACING times its
+    own eyes are."""
     blobs = _blobs(inside & faint & ~_dilate(inside & eyes_mask))
     spacing = abs(eyes[0][1] - eyes[1][1])
     return any(SPACING[0] * spacing <= dx <= SPACING[1] * spacing for dx in _side_by_side(blobs))
@@ -355,8 +363,8 @@ def _stacked(eyes: list[tuple[float, float, int]]) -> float | None:
     rows = sorted(y for y, _ in alike)
     gap, k = max((b - a, k) for k, (a, b) in enumerate(zip(rows, rows[1:])))
     cut = rows[k] + gap / 2
-    pairs = [abs(x1 - x2) for i, (y1, x1) in enumerate(alike) for y2, x2 in alike[i + 1:]
-             if (y1 < cut) == (y2 < cut) and abs(x1 - x2) >= 2 * abs(y1 - y2)]
+    pairs = (_side_by_side([e for e in alike if e[0] < cut])
+             + _side_by_side([e for e in alike if e[0] >= cut]))
     return cut if pairs and gap >= STACK * min(pairs) else None
 
 

@@ -251,11 +251,14 @@ def test_each_image_falls_into_one_class():
     assert classes == ["none", "one", "duplicated", "duplicated"]
 
 
-def _pair(img: np.ndarray, row: int, centre: int, apart: int, radius: int = 9) -> None:
-    """Paints two dark eyes `apart` pixels apart, side by side, on row `row` of the image."""
+def _pair(img: np.ndarray, row: int, centre: int, apart: int, radius: int = 9,
+          ratio: float | None = None) -> None:
+    """Paints two dark eyes `apart` pixels apart, side by side, on row `row` of the image; with
+    `ratio`, each that times the colour around it (14 px above its centre): a ghost's."""
     yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
     for x in (centre - apart // 2, centre + apart // 2):
-        img[(yy - row) ** 2 + (xx - x) ** 2 < radius ** 2] = DARK_EYE
+        colour = DARK_EYE if ratio is None else (img[row - 14, x] * ratio).astype(np.uint8)
+        img[(yy - row) ** 2 + (xx - x) ** 2 < radius ** 2] = colour
 
 
 def test_two_faces_stacked_in_one_mass_of_skin_are_two_and_one_face_is_not_split():
@@ -299,14 +302,6 @@ def test_hair_of_the_skin_s_colour_around_a_face_is_not_a_second_face():
     assert detector.analyse(img)["class"] == "one"
 
 
-def _faint_pair(img: np.ndarray, row: int, centre: int, apart: int, ratio: float) -> None:
-    """Paints two eyes side by side, each `ratio` times the colour around it: a ghost's."""
-    yy, xx = np.mgrid[:img.shape[0], :img.shape[1]]
-    for x in (centre - apart // 2, centre + apart // 2):
-        spot = (yy - row) ** 2 + (xx - x) ** 2 < 9 ** 2
-        img[spot] = (img[row - 14, x].astype(float) * ratio).astype(np.uint8)
-
-
 def test_a_faint_face_beside_a_face_is_a_second_character_and_alone_is_none():
     """A decode at 768x768 draws a second character as a ghost: its eyes only faintly darker than
     its skin (here 0.8 times: lighter than DARK), its skin dimmer than a face's. Beside a face
@@ -318,7 +313,7 @@ def test_a_faint_face_beside_a_face_is_a_second_character_and_alone_is_none():
     assert np.array(ghost_skin, np.float32) @ detector.LUMA >= detector.FAINT_FACE_LUMA
     two = img.copy()
     two[150:300, 310:420] = ghost_skin
-    _faint_pair(two, 200, 365, 44, 0.8)
+    _pair(two, 200, 365, 44, ratio=0.8)
     assert 0.8 * 166 > detector.DARK  # the ghost's eyes are not dark: v7 saw one face here
     assert [f["eyes"] for f in detector.faces(two)] == [2, 2]
     assert detector.analyse(two)["class"] == "duplicated"
@@ -340,15 +335,15 @@ def test_a_ghost_s_pair_of_eyes_in_a_face_makes_it_malformed():
     _pair(img, 260, 260, 50)
     assert detector.analyse(img)["class"] == "one"
     ghost = img.copy()
-    _faint_pair(ghost, 170, 260, 50, 0.85)
+    _pair(ghost, 170, 260, 50, ratio=0.85)
     assert [f["eyes"] for f in detector.faces(ghost)] == [4]
     assert detector.analyse(ghost)["class"] == "malformed"
     wide = img.copy()
-    _faint_pair(wide, 170, 260, 110, 0.85)  # 2.2 times the eyes' spacing
+    _pair(wide, 170, 260, 110, ratio=0.85)  # 2.2 times the eyes' spacing
     assert detector.analyse(wide)["class"] == "one"
     pale = img.copy()
-    _faint_pair(pale, 170, 260, 50, 0.97)
+    _pair(pale, 170, 260, 50, ratio=0.97)
     assert detector.analyse(pale)["class"] == "one"
     spot = img.copy()
-    _faint_pair(spot, 170, 260, 0, 0.85)
+    _pair(spot, 170, 260, 0, ratio=0.85)
     assert detector.analyse(spot)["class"] == "one"
