@@ -301,11 +301,13 @@ def task_evaluate():
     if FROZEN:
         sheets = [str(freeze.SHEETS / name) for name in FROZEN["sheets"]]
         return {"actions": [(call, ["evaluate:run_frozen", SPEC, MODEL_JSON, freeze.FROZEN,
-                                    EVAL_JSON, IMAGES, freeze.LABELS])],
+                                    EVAL_JSON, IMAGES, freeze.LABELS,
+                                    "yes" if FROZEN["bf16_made"] else "no"])],
                 "file_dep": [str(MODEL_JSON), str(freeze.FROZEN), str(freeze.LABELS), *sheets,
                              *code_deps],
                 "targets": [str(EVAL_JSON), *map(image, EVAL_SHEETS)],
-                "uptodate": [config_changed(digest([spec.evaluation, "frozen", FROZEN["key"]]))],
+                "uptodate": [config_changed(digest([spec.evaluation, "frozen", FROZEN["key"],
+                                                       FROZEN["bf16_made"]]))],
                 "clean": True}
     return {"actions": [(call, ["evaluate:run", SPEC, MODEL_JSON, DEVICE, LATENTS,
                                 EVAL_SEEDS if EVALUATE else 0, EVAL_JSON, IMAGES, freeze.LABELS,

@@ -193,9 +193,10 @@ def run(spec_path: str, model_json: str, device: str, latents_dir: str, seeds: s
 
 
 def run_frozen(spec_path: str, model_json: str, frozen_json: str, out_json: str,
-               images_dir: str, labels_json: str) -> None:
+               images_dir: str, labels_json: str, bf16_made: str = "no") -> None:
     """The evaluation from its frozen records (pipeline/freeze.py; dodo.py has checked their
-    key): the contact sheets are the frozen ones, nothing is sampled or decoded."""
+    key): the contact sheets are the frozen ones, nothing is sampled or decoded. `bf16_made`
+    "yes": they were sampled in bf16 and this CPU samples in fp32 (freeze.bf16_made)."""
     from . import freeze, spec as specmod
     from .files import atomic_write, read_json, write_json
 
@@ -207,7 +208,8 @@ def run_frozen(spec_path: str, model_json: str, frozen_json: str, out_json: str,
         atomic_write(Path(images_dir) / name, (freeze.sheets_dir(frozen_json) / name).read_bytes())
     source = {"mode": "frozen", "frozen": str(frozen_json), "date": frozen["date"],
               "command": frozen["command"], "key": frozen["key"],
-              "machine": frozen["machine"]}
+              "machine": frozen["machine"],
+              "bf16_elsewhere": bf16_made == "yes"}  # see freeze.bf16_made
     records = {g.id: frozen["records"][g.id] for gens in cells.values() for g in gens}
     result = summary(spec, info, cells, records, frozen["seeds"], source, read_json(labels_json))
     write_json(out_json, result)

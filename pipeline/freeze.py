@@ -11,6 +11,9 @@ the UNet speed-ups. The frozen file also names the machine kind that computed it
 the CPU, bf16 kernels differ between kinds (AMX or AVX-512 BF16), so another kind recomputes the
 same images only up to rounding, and the records say where they were made. The machine is not
 part of the key: a build on another kind reuses the records, and the page names their machine.
+Nor is the CPU default's bf16: on a CPU without bf16 instructions the default runs the UNet in
+fp32 (speedups.CPU_WITHOUT_BF16), and such a build reuses records sampled under the default of a
+kind with them, saying on the page that they were sampled in bf16 (`bf16_made`).
 A plain `doit` then uses the frozen records when its own key matches, and says why not in one
 line when it does not (no file, a corrupt file, or which input differs); it then computes the
 default count instead. Pure Python: dodo.py calls `load` at load time.
@@ -123,8 +126,11 @@ def load(spec, device: str, speedups: tuple[str, ...], model_dir: Path, geometry
     except (OSError, ValueError, KeyError, TypeError) as err:
         return None, f"the frozen evaluation {path} is corrupt ({err}); computing instead; {FIX}"
     now = key_inputs(spec, device, speedups, model_dir)
+    then = data.get("key_inputs", {})
+    data["bf16_made"] = bf16_made(then, now)  # said on the page; not part of the file
+    if data["bf16_made"]:
+        now["speedups"] = then["speedups"]  # as the machine kind, the CPU's default is not keyed
     if key(now) != data.get("key"):
-        then = data.get("key_inputs", {})
         differ = [k for k in now if now[k] != then.get(k)] or ["key"]
         hint = ""
         if differ == ["speedups"]:  # e.g. bf16 autocast, left out on a CPU without bf16
@@ -133,6 +139,21 @@ def load(spec, device: str, speedups: tuple[str, ...], model_dir: Path, geometry
         return None, (f"the frozen evaluation {path} was computed with another "
                       f"{', '.join(differ)}{hint}; computing instead; {FIX}")
     return data, ""
+
+
+def bf16_made(then: dict, now: dict) -> bool:
+    """Whether frozen records (key inputs `then`) were sampled with the CPU default of a kind with
+    bf16 instructions and this build (`now`) runs the default of a CPU without them
+    (speedups.CPU_WITHOUT_BF16: the same path with the UNet in fp32, bf16 being emulated and six
+    times slower there). Such a build reuses the records, as a build on another CPU kind does,
+    and the page says they were sampled in bf16: rounding moves single images at sizes the model
+    was not trained for (benchmarks/evaluation_parity.py measures how many), so this CPU would
+    count its own images of the same seeds a little differently."""
+    from . import machine, speedups
+
+    return (now["device"] == then.get("device") == "cpu" and not machine.bf16_flags()
+            and tuple(now["speedups"]) == speedups.CPU_WITHOUT_BF16
+            and tuple(then.get("speedups", ())) == speedups.DEFAULTS["cpu"])
 
 
 def save(spec, device: str, speedups: tuple[str, ...], model_dir: Path, seeds: int,

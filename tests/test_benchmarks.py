@@ -47,7 +47,10 @@ def test_cpu_path_benchmark_harness(tmp_path):
     for r in calls["rows"]:
         assert r["seconds_per_call"] > 0 and 0 < r["fraction_of_peak"] and r["gflop_per_call"] > 0
         assert (r["rel_diff_vs_none"] == 0) == (r["config"] == "none")
-    assert calls["paths"]["default"] == ["channels_last", "bf16_autocast", "cpu_workers"]
+    from pipeline import machine, speedups  # the default path is the CPU kind's (bf16 or not)
+
+    default = speedups.DEFAULTS["cpu"] if machine.bf16_flags() else speedups.CPU_WITHOUT_BF16
+    assert calls["paths"]["default"] == list(default)
     evaluation = json.loads((tmp_path / "cpu_path-eval-preview-cpu.json").read_text())
     (row,) = evaluation["rows"]
     assert row["size"] == 128 and row["generations"] == 2 and 0 <= row["class_agreement"] <= 1

@@ -23,7 +23,7 @@ def geom():
     return geometry.load(ROOT / model.PREVIEW_DIR)
 
 
-def planted(spec, geom, tmp_path, seeds=2) -> Path:
+def planted(spec, geom, tmp_path, seeds=2, names=None) -> Path:
     """A frozen evaluation of `seeds` planted records, saved through freeze.save."""
     from PIL import Image
 
@@ -43,7 +43,7 @@ def planted(spec, geom, tmp_path, seeds=2) -> Path:
     for i, name in enumerate(sheets):
         Image.new("RGB", (8, 8), (i, 0, 0)).save(images / name)
     path = tmp_path / "frozen" / "evaluation.json"
-    names = speedups.parse("default", "cpu")
+    names = speedups.parse("default", "cpu") if names is None else names
     freeze.save(spec, "cpu", names, ROOT / model.PREVIEW_DIR, seeds, records, images, sheets,
                 path=path)
     return path
@@ -88,6 +88,25 @@ def test_a_damaged_frozen_evaluation_is_refused_in_one_line(spec, geom, tmp_path
     frozen, why = load(spec, geom, path)
     assert frozen is None and message in why and "computing instead" in why
     assert "\n" not in why
+
+
+@pytest.mark.parametrize("flags, reused", [([], True), (["avx512_bf16"], False)])
+def test_a_cpu_without_bf16_reuses_records_sampled_under_the_bf16_default(
+        spec, geom, tmp_path, monkeypatch, flags, reused):
+    """Where the CPU has no bf16 instructions its default is the fp32 path
+    (speedups.CPU_WITHOUT_BF16), and it reuses records made under the default of a CPU with them,
+    marked so that the page says so; on a CPU with them, asking for that path computes."""
+    path = planted(spec, geom, tmp_path, names=speedups.DEFAULTS["cpu"])
+    monkeypatch.setattr(machine, "bf16_flags", lambda fields=None: flags)
+    frozen, why = load(spec, geom, path, speedups=speedups.CPU_WITHOUT_BF16)
+    if reused:
+        assert why == "" and frozen["bf16_made"] is True
+        assert frozen["key_inputs"]["speedups"] == list(speedups.DEFAULTS["cpu"])
+        for other in ((), ("channels_last",)):  # any other path on it still computes
+            assert load(spec, geom, path, speedups=other)[0] is None
+    else:
+        assert frozen is None and "computed with another speedups" in why
+    assert load(spec, geom, path, speedups=speedups.DEFAULTS["cpu"])[0]["bf16_made"] is False
 
 
 @pytest.mark.parametrize("change, named", [
