@@ -137,7 +137,9 @@ def model_json(preview_model_dir, tmp_path):
 
 @pytest.mark.parametrize("arg, names, layout, autocast, threads", [
     ("none", [], "contiguous_format", None, "all"),
-    ("default", ["channels_last", "bf16_autocast", "cpu_workers"], "channels_last", "bfloat16", 1),
+    # named, not "default": on a CPU without bf16 instructions the default leaves autocast out
+    ("channels_last+bf16_autocast+cpu_workers", ["channels_last", "bf16_autocast", "cpu_workers"],
+     "channels_last", "bfloat16", 1),
 ])
 def test_the_cpu_paths_are_in_the_provenance_and_the_cache_key(model_json, figures, arg, names,
                                                                layout, autocast, threads):
