@@ -12,8 +12,9 @@ a ghost or a second body. This puts the two sets of records side by side: per si
 generations the detector puts in the same class; per cell, each share under both; and for every
 paired comparison the page makes (each variant against the usual UNet on the same seeds: its
 share with two or more characters, exactly one, malformed, and its colour error), whether the
-verdict (higher, lower, or no difference at the page's level) is the same. Writes
-evaluation_parity-cpu.{json,csv}.
+verdict (higher, lower, or no difference at the page's level) is the same. Only the cells both
+hold in full are compared (a run cut off part-way still says something), and the file says how
+many. Writes evaluation_parity-cpu.{json,csv}.
 """
 from __future__ import annotations
 
@@ -36,15 +37,22 @@ def verdict(test: dict) -> str:
     return "higher" if test["difference"] > 0 else "lower"
 
 
-def summarise(path: Path, spec, info: dict) -> dict:
+def summarise(frozen: dict, cells: dict, spec, info: dict) -> dict:
     from pipeline import evaluate
     from pipeline.files import read_json
 
-    frozen = read_json(path)
-    cells = spec.evaluation_cells(frozen["seeds"], info["geometry"])
     labels = read_json(ROOT / "frozen/detector_labels.json")
-    result = evaluate.summary(spec, info, cells, frozen["records"], frozen["seeds"], {}, labels)
-    return {"frozen": frozen, "result": result}
+    return evaluate.summary(spec, info, cells, frozen["records"], frozen["seeds"], {}, labels)
+
+
+def shared_cells(spec, info: dict, seeds: int, *frozen: dict) -> dict:
+    """The evaluation's cells that every one of the `frozen` record sets holds in full, with
+    their size's usual cell (what each variant is compared with): another run may have been
+    cut off before it recorded them all."""
+    cells = spec.evaluation_cells(seeds, info["geometry"])
+    full = {c for c, gens in cells.items()
+            if all(g.id in f["records"] for f in frozen for g in gens)}
+    return {c: gens for c, gens in cells.items() if c in full and (c[0], "usual") in full}
 
 
 def main() -> None:
@@ -59,18 +67,19 @@ def main() -> None:
     args = ap.parse_args()
     spec = specmod.load(ROOT / "figures.toml")
     info = read_json(args.model_json)
-    first, second = (summarise(p, spec, info) for p in (args.frozen, args.other))
-    a, b = first["frozen"], second["frozen"]
+    a, b = read_json(args.frozen), read_json(args.other)
     if a["seeds"] != b["seeds"] or a["key_inputs"]["model"] != b["key_inputs"]["model"]:
         sys.exit("the two evaluations differ in seeds or model: nothing to compare")
+    cells = shared_cells(spec, info, a["seeds"], a, b)
+    first, second = (summarise(f, cells, spec, info) for f in (a, b))
     differ = sorted(k for k in a["key_inputs"] if a["key_inputs"][k] != b["key_inputs"].get(k))
     same_class = defaultdict(lambda: [0, 0])
-    for gen, rec in a["records"].items():
-        other = b["records"][gen]
-        same_class[rec["width"]][0] += rec["class"] == other["class"]
+    for gen in sorted({g.id for gens in cells.values() for g in gens}):
+        rec = a["records"][gen]
+        same_class[rec["width"]][0] += rec["class"] == b["records"][gen]["class"]
         same_class[rec["width"]][1] += 1
     rows, changed, compared = [], [], 0
-    for ca, cb in zip(first["result"]["cells"], second["result"]["cells"]):
+    for ca, cb in zip(first["cells"], second["cells"]):
         assert (ca["width"], ca["variant"]) == (cb["width"], cb["variant"])
         row = {"size": ca["width"], "variant": ca["variant"], "n": ca["n"]}
         ids = ca["generations"]
@@ -103,7 +112,9 @@ def main() -> None:
                          "key": a["key"]},
                "second": {"path": str(args.other), "machine": b["machine"], "date": b["date"],
                           "speedups": b["key_inputs"]["speedups"], "key": b["key"]},
-               "inputs_that_differ": differ, "detector": a["records"][next(iter(a["records"]))]
+               "inputs_that_differ": differ,
+               "cells": len(cells), "of_cells": len(spec.evaluation_cells(a["seeds"],
+                                                                          info["geometry"])), "detector": a["records"][next(iter(a["records"]))]
                ["detector"], "seeds": a["seeds"], "same_class_per_size": sizes,
                "same_class": sum(v["same"] for v in sizes.values()),
                "generations": sum(v["n"] for v in sizes.values()),
