@@ -2,6 +2,7 @@
 
     python benchmarks/build_speed.py            # preview model, clean build in a scratch copy
     python benchmarks/build_speed.py --speedups none,default   # CPU paths side by side
+    python benchmarks/build_speed.py --tag avx2    # results named for another machine kind
 
 Measures, in one run and one scratch copy of the project:
   1. the full default build from clean (model, sampling, decoding, distillation, site), and
@@ -63,6 +64,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--speedups", default="",
                     help="speedups= values to build with, side by side (default: the default)")
+    ap.add_argument("--tag", default="",
+                    help="appended to the results' name (build_speed-preview-cpu-TAG): a machine "
+                         "kind other than the build machine's, e.g. avx2 for a CPU without bf16")
     args = ap.parse_args()
     paths = args.speedups.split(",") if args.speedups else [""]
     scratch = Path(tempfile.mkdtemp(prefix="article-bench-"))
@@ -98,7 +102,7 @@ def main() -> None:
             context["speedup_last_vs_first"] = round(first[0] / last[0], 3)
         write_results(ROOT / "benchmarks" / "results", "build_speed-preview-cpu", context,
                       [{"measurement": n, "seconds": round(v, 2), "target_seconds": t}
-                       for n, v, t in rows])
+                       for n, v, t in rows], tag=args.tag)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
