@@ -206,6 +206,21 @@ def test_vae_colour_benchmark_harness(tmp_path):
                for r in result["rows"])
 
 
+def test_vae_decode_benchmark_harness(tmp_path):
+    out = run("vae_decode.py", "--sizes", "64,96", "--repeats", "1", "--latents",
+              str(tmp_path / "none"), "--out", str(tmp_path), "--tag", "t")
+    assert "the default build's VAE decodes" in out
+    result = json.loads((tmp_path / "vae_decode-preview-cpu-t.json").read_text())
+    rows = result["rows"]
+    assert [(r["size"], r["config"]) for r in rows] == \
+        [(s, c) for s in (64, 96) for c in ("contiguous", "channels_last", "channels_last/workers")]
+    today = [r for r in rows if r["config"] == "contiguous"]
+    # today's decode is the reference: it matches itself exactly; every time is measured
+    assert all(r["vs_contiguous"] == 1.0 and r["max_level_difference"] == 0 for r in today)
+    assert all(r["seconds_per_image"] > 0 and r["real_latents"] == 0 for r in rows)
+    assert all(0 <= r["max_level_difference"] <= 255 for r in rows)
+
+
 def test_training_record_compares_a_model_with_the_shipped_bytes(tmp_path):
     import shutil
 
