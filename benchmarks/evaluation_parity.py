@@ -37,11 +37,9 @@ def verdict(test: dict) -> str:
     return "higher" if test["difference"] > 0 else "lower"
 
 
-def summarise(frozen: dict, cells: dict, spec, info: dict) -> dict:
+def summarise(frozen: dict, cells: dict, spec, info: dict, labels: dict) -> dict:
     from pipeline import evaluate
-    from pipeline.files import read_json
 
-    labels = read_json(ROOT / "frozen/detector_labels.json")
     return evaluate.summary(spec, info, cells, frozen["records"], frozen["seeds"], {}, labels)
 
 
@@ -71,7 +69,8 @@ def main() -> None:
     if a["seeds"] != b["seeds"] or a["key_inputs"]["model"] != b["key_inputs"]["model"]:
         sys.exit("the two evaluations differ in seeds or model: nothing to compare")
     cells = shared_cells(spec, info, a["seeds"], a, b)
-    first, second = (summarise(f, cells, spec, info) for f in (a, b))
+    labels = read_json(ROOT / "frozen/detector_labels.json")
+    first, second = (summarise(f, cells, spec, info, labels) for f in (a, b))
     differ = sorted(k for k in a["key_inputs"] if a["key_inputs"][k] != b["key_inputs"].get(k))
     same_class = defaultdict(lambda: [0, 0])
     for gen in sorted({g.id for gens in cells.values() for g in gens}):

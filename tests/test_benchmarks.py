@@ -221,6 +221,28 @@ def test_vae_decode_benchmark_harness(tmp_path):
     assert all(0 <= r["max_level_difference"] <= 255 for r in rows)
 
 
+def test_evaluation_parity_counts_what_another_evaluation_changes(tmp_path):
+    """The committed frozen evaluation against a copy of itself with one record's class
+    changed: that one generation, and only it, is counted as moved."""
+    from pipeline import model
+
+    frozen = json.loads((ROOT / "frozen/evaluation.json").read_text())
+    gen = "blonde-900001-768x768-usual"
+    assert frozen["records"][gen]["class"] != "none"
+    frozen["records"][gen]["class"] = "none"
+    (tmp_path / "other.json").write_text(json.dumps(frozen))
+    model.prepare(str(ROOT / model.PREVIEW_DIR), tmp_path / "model.json")
+    out = run("evaluation_parity.py", str(tmp_path / "other.json"), "--model-json",
+              str(tmp_path / "model.json"), "--out", str(tmp_path))
+    assert "paired verdicts:" in out
+    result = json.loads((tmp_path / "evaluation_parity-cpu.json").read_text())
+    assert result["cells"] == result["of_cells"] and result["inputs_that_differ"] == []
+    assert result["same_class"] == result["generations"] - 1
+    assert result["same_class_per_size"]["768"]["same"] == result["same_class_per_size"]["768"]["n"] - 1
+    moved = [r for r in result["rows"] if r["same_class"] < 1]
+    assert [(r["size"], r["variant"]) for r in moved] == [(768, "usual")]
+
+
 def test_training_record_compares_a_model_with_the_shipped_bytes(tmp_path):
     import shutil
 
