@@ -4,6 +4,8 @@
     python scripts/label_sheets.py OUT_DIR --after N   # the N seeds past PLAN's, per cell
     python scripts/label_sheets.py OUT_DIR --after N --skip M  # ... past the M held out before
     python scripts/label_sheets.py OUT_DIR --side 400  # each decode at 400 px, not 256
+    python scripts/label_sheets.py OUT_DIR --resample  # sample them again, on any CPU
+    python scripts/label_sheets.py OUT_DIR --shuffle   # sheets in a fixed shuffled order
 
 Picks a fixed, stratified set of the evaluation's generations (PLAN: per size and variant, the
 first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (each
@@ -15,11 +17,21 @@ a detector change that was tried against the labels already given; `--skip M` pa
 per cell that an earlier held-out batch took. The labels a person gives them live in
 frozen/detector_labels.json, which tests/test_detector_labels.py compares with the frozen
 evaluation's classes.
+
+The labels belong to the frozen evaluation's images, which were sampled under its own speed-ups
+(the frozen file's key_inputs). A CPU whose default path differs (no bf16 instructions: fp32)
+caches other latents for the same seeds, and other images. `--resample` instead samples the
+chosen generations again under the frozen speed-ups (on such a CPU oneDNN emulates bf16: slow,
+about a minute per 768 px generation a core, but the same images up to bf16 rounding, as on
+another bf16 kind) and keeps their latents in OUT_DIR/latents/; it goes on where an interrupted
+run stopped. `--shuffle` orders the sheets by a fixed shuffle rather than by cell, so the label
+a person gives is not led by knowing the variant; index.json maps the numbers back either way.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from pathlib import Path
 
@@ -35,6 +47,7 @@ PLAN = {  # (size, variant): generations, the first seeds of the evaluation's ra
     (200, "deep-enlarge"): 8, (200, "hires-fix"): 8,
 }
 SIDE, WIDTH, ROWS = 256, 1240, 3  # each decode at SIDE px, as many columns as fit WIDTH
+SHUFFLE_SEED = 2026
 
 
 def chosen(spec, geometry, after: int = 0, skip: int = 0) -> list:
@@ -51,7 +64,8 @@ def chosen(spec, geometry, after: int = 0, skip: int = 0) -> list:
 def main() -> None:
     import torch
 
-    from pipeline import decode, model, spec as specmod
+    from pipeline import decode, freeze, model, spec as specmod
+    from pipeline.files import write_png
     from pipeline.sampling import load_latents
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -63,23 +77,64 @@ def main() -> None:
                              "half their size, where faint eyes and ghosts stay visible)")
     parser.add_argument("--skip", type=int, default=0,
                         help="with --after: pass over M more per cell (earlier held-out batches)")
+    parser.add_argument("--resample", action="store_true",
+                        help="sample them again under the frozen evaluation's speed-ups instead "
+                             "of decoding build/latents/ (latents kept in OUT_DIR/latents/)")
+    parser.add_argument("--shuffle", action="store_true",
+                        help="the sheets in a fixed shuffled order, not grouped by cell")
     args = parser.parse_args()
     out = args.out
     (out / "images").mkdir(parents=True, exist_ok=True)
     spec = specmod.load(ROOT / "figures.toml")
-    comps = model.load(str(ROOT / "build/model.json"), "cpu", "none")
+    speedups = "none"
+    if args.resample:
+        frozen = json.loads((ROOT / freeze.FROZEN).read_text())
+        speedups = "+".join(frozen["key_inputs"]["speedups"]) or "none"
+    comps = model.load(str(ROOT / "build/model.json"), "cpu", speedups)
     gens = chosen(spec, comps.info["geometry"], args.after, args.skip)
-    paths = []
-    for g in gens:
-        z, _ = load_latents(ROOT / "build/latents" / f"{g.id}.safetensors")
+
+    def save(g, z):
         with torch.no_grad():
             full = decode.to_pil(decode.vae(z[None], comps.vae)[0])
-        path = out / "images" / f"{g.id}.png"
-        full.save(path)
-        paths.append(path)
-    sheets = write_sheets(out, paths, args.side)
+        write_png(out / "images" / f"{g.id}.png", full)
+
+    if args.resample:
+        resample(comps, spec, gens, out / "latents", save)
+    else:
+        for g in gens:
+            save(g, load_latents(ROOT / "build/latents" / f"{g.id}.safetensors")[0])
+    if args.shuffle:
+        random.Random(SHUFFLE_SEED).shuffle(gens)
+    sheets = write_sheets(out, [out / "images" / f"{g.id}.png" for g in gens], args.side)
     (out / "index.json").write_text(json.dumps(dict(enumerate(g.id for g in gens)), indent=1))
     print(f"{len(gens)} generations on {sheets} sheets in {out}")
+
+
+def resample(comps, spec, gens: list, latents_dir: Path, done) -> None:
+    """Sample `gens` with `comps` (loaded under the frozen speed-ups), keeping each one's latents
+    in `latents_dir` with its provenance, and call `done(gen, latents)` for each; generations whose
+    latents are there already are loaded, not sampled again."""
+    from safetensors.torch import save_file
+
+    from pipeline import sampling
+    from pipeline.sampling import load_latents
+
+    latents_dir.mkdir(parents=True, exist_ok=True)
+    have = [g for g in gens if (latents_dir / f"{g.id}.safetensors").is_file()]
+    for g in have:
+        done(g, load_latents(latents_dir / f"{g.id}.safetensors")[0])
+
+    def made(chunk, zs):
+        for g, z in zip(chunk, zs):
+            prov = json.dumps(sampling.provenance(spec, g, comps), sort_keys=True)
+            tmp = latents_dir / f"{g.id}.tmp.safetensors"
+            save_file({"latents": z.contiguous()}, str(tmp), metadata={"provenance": prov})
+            tmp.replace(latents_dir / f"{g.id}.safetensors")
+            done(g, z)
+            print(f"sampled {g.id}", flush=True)
+
+    todo = sorted((g for g in gens if g not in have), key=lambda g: -g.width * g.height)
+    sampling.sample_generations(comps, spec, todo, "auto", made)
 
 
 def write_sheets(out: Path, paths: list[Path], side: int) -> int:

@@ -70,3 +70,30 @@ def test_the_detector_agrees_with_the_labels_at_every_size():
     found = agreement()
     print("detector vs labels: " + ", ".join(f"{s}: {a}/{n}" for s, (a, n) in found.items()))
     assert all(a / n >= TARGET for a, n in found.values()), found
+
+
+def test_resampling_for_labels_uses_the_frozen_speed_ups_and_resumes(tmp_path, monkeypatch):
+    """scripts/label_sheets.py --resample: the labelled images are the frozen evaluation's, so a
+    CPU whose default path differs samples them again under the frozen speed-ups; what it has
+    sampled is kept and loaded, not sampled again, after an interruption."""
+    import torch
+
+    from pipeline import model, sampling
+    from scripts.label_sheets import resample
+
+    spec = specmod.load(ROOT / "figures.toml")
+    used = FROZEN["key_inputs"]["speedups"]
+    model.prepare(str(ROOT / model.PREVIEW_DIR), tmp_path / "model.json")
+    comps = model.load(str(tmp_path / "model.json"), "cpu", "+".join(used))
+    gen = spec.evaluation_cells(FROZEN["seeds"], comps.info["geometry"])[((200, 200), "usual")][0]
+    got = {}
+    resample(comps, spec, [gen], tmp_path / "latents", lambda g, z: got.setdefault("first", z))
+    z, prov = sampling.load_latents(tmp_path / "latents" / f"{gen.id}.safetensors")
+    assert prov["speedups"] == used and prov["generation"] == gen.id
+    assert torch.equal(z, got["first"])
+
+    def no_sampling(comps, spec, gens, *args, **kwargs):
+        assert not gens, "sampled again what was kept"
+    monkeypatch.setattr(sampling, "sample_generations", no_sampling)
+    resample(comps, spec, [gen], tmp_path / "latents", lambda g, z: got.setdefault("again", z))
+    assert torch.equal(got["again"], got["first"])
