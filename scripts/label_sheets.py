@@ -22,7 +22,7 @@ The labels belong to the frozen evaluation's images, which were sampled under it
 (the frozen file's key_inputs). A CPU whose default path differs (no bf16 instructions: fp32)
 caches other latents for the same seeds, and other images. `--resample` instead samples the
 chosen generations again under the frozen speed-ups (on such a CPU oneDNN emulates bf16: slow,
-about a minute per 768 px generation a core, but the same images up to bf16 rounding, as on
+over a minute per 768 px generation a core, but the same images up to bf16 rounding, as on
 another bf16 kind) and keeps their latents in OUT_DIR/latents/; it goes on where an interrupted
 run stopped. `--shuffle` orders the sheets by a fixed shuffle rather than by cell, so the label
 a person gives is not led by knowing the variant; index.json maps the numbers back either way.
