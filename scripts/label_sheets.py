@@ -112,29 +112,30 @@ def main() -> None:
 
 def resample(comps, spec, gens: list, latents_dir: Path, done) -> None:
     """Sample `gens` with `comps` (loaded under the frozen speed-ups), keeping each one's latents
-    in `latents_dir` with its provenance, and call `done(gen, latents)` for each; generations whose
-    latents are there already are loaded, not sampled again."""
-    from safetensors.torch import save_file
-
+    in `latents_dir` as the sample task keeps them (provenance and cache key), then call
+    `done(gen, latents)` for each, in order, on the calling thread's own thread count (as the
+    evaluation decodes: a decode's last bits depend on it). Latents already there under the same
+    key are used, not sampled again: an interrupted run goes on where it stopped."""
     from pipeline import sampling
-    from pipeline.sampling import load_latents
+    from pipeline.files import atomic_write, safetensors_bytes, safetensors_metadata
 
     latents_dir.mkdir(parents=True, exist_ok=True)
-    have = [g for g in gens if (latents_dir / f"{g.id}.safetensors").is_file()]
-    for g in have:
-        done(g, load_latents(latents_dir / f"{g.id}.safetensors")[0])
+    path = {g: latents_dir / f"{g.id}.safetensors" for g in gens}
+    key = {g: sampling.cache_key(sampling.provenance(spec, g, comps)) for g in gens}
+    todo = [g for g in gens
+            if not (path[g].is_file() and safetensors_metadata(path[g]).get("key") == key[g])]
 
-    def made(chunk, zs):
+    def made(chunk, zs):  # as sampling.run writes them (pipeline/sampling.py is keyed: not shared)
         for g, z in zip(chunk, zs):
             prov = json.dumps(sampling.provenance(spec, g, comps), sort_keys=True)
-            tmp = latents_dir / f"{g.id}.tmp.safetensors"
-            save_file({"latents": z.contiguous()}, str(tmp), metadata={"provenance": prov})
-            tmp.replace(latents_dir / f"{g.id}.safetensors")
-            done(g, z)
+            atomic_write(path[g], safetensors_bytes({"latents": z}, {"key": key[g],
+                                                                     "provenance": prov}))
             print(f"sampled {g.id}", flush=True)
 
-    todo = sorted((g for g in gens if g not in have), key=lambda g: -g.width * g.height)
-    sampling.sample_generations(comps, spec, todo, "auto", made)
+    sampling.sample_generations(comps, spec, sorted(todo, key=lambda g: -g.width * g.height),
+                                "auto", made)
+    for g in gens:
+        done(g, sampling.load_latents(path[g])[0])
 
 
 def write_sheets(out: Path, paths: list[Path], side: int) -> int:

@@ -77,7 +77,8 @@ def test_the_detector_agrees_with_the_labels_at_every_size():
 def test_resampling_for_labels_uses_the_frozen_speed_ups_and_resumes(tmp_path, monkeypatch):
     """scripts/label_sheets.py --resample: the labelled images are the frozen evaluation's, so a
     CPU whose default path differs samples them again under the frozen speed-ups; what it has
-    sampled is kept and loaded, not sampled again, after an interruption."""
+    sampled is kept, with its cache key, and loaded rather than sampled again after an
+    interruption; latents made under other speed-ups are not taken for them."""
     import torch
 
     from pipeline import model, sampling
@@ -94,8 +95,13 @@ def test_resampling_for_labels_uses_the_frozen_speed_ups_and_resumes(tmp_path, m
     assert prov["speedups"] == used and prov["generation"] == gen.id
     assert torch.equal(z, got["first"])
 
-    def no_sampling(comps, spec, gens, *args, **kwargs):
-        assert not gens, "sampled again what was kept"
-    monkeypatch.setattr(sampling, "sample_generations", no_sampling)
+    sampled = []
+    real = sampling.sample_generations
+    monkeypatch.setattr(sampling, "sample_generations",
+                        lambda comps, spec, gens, *a, **k: (sampled.extend(gens),
+                                                           real(comps, spec, gens, *a, **k)))
     resample(comps, spec, [gen], tmp_path / "latents", lambda g, z: got.setdefault("again", z))
-    assert torch.equal(got["again"], got["first"])
+    assert sampled == [] and torch.equal(got["again"], got["first"])
+    other = model.load(str(tmp_path / "model.json"), "cpu", "none")  # fp32: another key
+    resample(other, spec, [gen], tmp_path / "latents", lambda g, z: got.setdefault("fp32", z))
+    assert sampled == [gen] and not torch.equal(got["fp32"], got["first"])
