@@ -37,24 +37,17 @@ def verdict(test: dict) -> str:
     return "higher" if test["difference"] > 0 else "lower"
 
 
-def summarise(frozen: dict, cells: dict, spec, info: dict, labels: dict) -> dict:
-    from pipeline import evaluate
-
-    return evaluate.summary(spec, info, cells, frozen["records"], frozen["seeds"], {}, labels)
-
-
-def shared_cells(spec, info: dict, seeds: int, *frozen: dict) -> dict:
-    """The evaluation's cells that every one of the `frozen` record sets holds in full, with
-    their size's usual cell (what each variant is compared with): another run may have been
-    cut off before it recorded them all."""
-    cells = spec.evaluation_cells(seeds, info["geometry"])
+def shared_cells(cells: dict, *frozen: dict) -> dict:
+    """Those of the evaluation's `cells` that every one of the `frozen` record sets holds in
+    full, with their size's usual cell (what each variant is compared with): another run may
+    have been cut off before it recorded them all."""
     full = {c for c, gens in cells.items()
             if all(g.id in f["records"] for f in frozen for g in gens)}
     return {c: gens for c, gens in cells.items() if c in full and (c[0], "usual") in full}
 
 
 def main() -> None:
-    from pipeline import spec as specmod
+    from pipeline import evaluate, spec as specmod
     from pipeline.files import read_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -68,9 +61,11 @@ def main() -> None:
     a, b = read_json(args.frozen), read_json(args.other)
     if a["seeds"] != b["seeds"] or a["key_inputs"]["model"] != b["key_inputs"]["model"]:
         sys.exit("the two evaluations differ in seeds or model: nothing to compare")
-    cells = shared_cells(spec, info, a["seeds"], a, b)
+    every = spec.evaluation_cells(a["seeds"], info["geometry"])
+    cells = shared_cells(every, a, b)
     labels = read_json(ROOT / "frozen/detector_labels.json")
-    first, second = (summarise(f, cells, spec, info, labels) for f in (a, b))
+    first, second = (evaluate.summary(spec, info, cells, f["records"], f["seeds"], {}, labels)
+                     for f in (a, b))
     differ = sorted(k for k in a["key_inputs"] if a["key_inputs"][k] != b["key_inputs"].get(k))
     same_class = defaultdict(lambda: [0, 0])
     for gen in sorted({g.id for gens in cells.values() for g in gens}):
@@ -112,9 +107,8 @@ def main() -> None:
                "second": {"path": str(args.other), "machine": b["machine"], "date": b["date"],
                           "speedups": b["key_inputs"]["speedups"], "key": b["key"]},
                "inputs_that_differ": differ,
-               "cells": len(cells), "of_cells": len(spec.evaluation_cells(a["seeds"],
-                                                                          info["geometry"])), "detector": a["records"][next(iter(a["records"]))]
-               ["detector"], "seeds": a["seeds"], "same_class_per_size": sizes,
+               "cells": len(cells), "of_cells": len(every),
+               "detector": a["records"][next(iter(a["records"]))]["detector"], "seeds": a["seeds"], "same_class_per_size": sizes,
                "same_class": sum(v["same"] for v in sizes.values()),
                "generations": sum(v["n"] for v in sizes.values()),
                "verdicts_compared": compared, "verdicts_same": compared - len(changed),

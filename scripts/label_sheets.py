@@ -64,7 +64,7 @@ def chosen(spec, geometry, after: int = 0, skip: int = 0) -> list:
 def main() -> None:
     import torch
 
-    from pipeline import decode, freeze, model, spec as specmod
+    from pipeline import decode, freeze, model, spec as specmod, speedups as speedmod
     from pipeline.files import write_png
     from pipeline.sampling import load_latents
 
@@ -86,10 +86,10 @@ def main() -> None:
     out = args.out
     (out / "images").mkdir(parents=True, exist_ok=True)
     spec = specmod.load(ROOT / "figures.toml")
-    speedups = "none"
+    speedups = speedmod.NONE
     if args.resample:
-        frozen = json.loads((ROOT / freeze.FROZEN).read_text())
-        speedups = "+".join(frozen["key_inputs"]["speedups"]) or "none"
+        speedups = speedmod.arg(json.loads((ROOT / freeze.FROZEN).read_text())
+                                ["key_inputs"]["speedups"])
     comps = model.load(str(ROOT / "build/model.json"), "cpu", speedups)
     gens = chosen(spec, comps.info["geometry"], args.after, args.skip)
 
@@ -121,15 +121,15 @@ def resample(comps, spec, gens: list, latents_dir: Path, done) -> None:
 
     latents_dir.mkdir(parents=True, exist_ok=True)
     path = {g: latents_dir / f"{g.id}.safetensors" for g in gens}
-    key = {g: sampling.cache_key(sampling.provenance(spec, g, comps)) for g in gens}
+    prov = {g: sampling.provenance(spec, g, comps) for g in gens}
+    key = {g: sampling.cache_key(prov[g]) for g in gens}
     todo = [g for g in gens
             if not (path[g].is_file() and safetensors_metadata(path[g]).get("key") == key[g])]
 
     def made(chunk, zs):  # as sampling.run writes them (pipeline/sampling.py is keyed: not shared)
         for g, z in zip(chunk, zs):
-            prov = json.dumps(sampling.provenance(spec, g, comps), sort_keys=True)
-            atomic_write(path[g], safetensors_bytes({"latents": z}, {"key": key[g],
-                                                                     "provenance": prov}))
+            meta = {"key": key[g], "provenance": json.dumps(prov[g], sort_keys=True)}
+            atomic_write(path[g], safetensors_bytes({"latents": z}, meta))
             print(f"sampled {g.id}", flush=True)
 
     sampling.sample_generations(comps, spec, sorted(todo, key=lambda g: -g.width * g.height),

@@ -81,13 +81,13 @@ def test_resampling_for_labels_uses_the_frozen_speed_ups_and_resumes(tmp_path, m
     interruption; latents made under other speed-ups are not taken for them."""
     import torch
 
-    from pipeline import model, sampling
+    from pipeline import model, sampling, speedups
     from scripts.label_sheets import resample
 
     spec = specmod.load(ROOT / "figures.toml")
     used = FROZEN["key_inputs"]["speedups"]
     model.prepare(str(ROOT / model.PREVIEW_DIR), tmp_path / "model.json")
-    comps = model.load(str(tmp_path / "model.json"), "cpu", "+".join(used))
+    comps = model.load(str(tmp_path / "model.json"), "cpu", speedups.arg(used))
     gen = spec.evaluation_cells(FROZEN["seeds"], comps.info["geometry"])[((200, 200), "usual")][0]
     got = {}
     resample(comps, spec, [gen], tmp_path / "latents", lambda g, z: got.setdefault("first", z))
@@ -102,6 +102,6 @@ def test_resampling_for_labels_uses_the_frozen_speed_ups_and_resumes(tmp_path, m
                                                            real(comps, spec, gens, *a, **k)))
     resample(comps, spec, [gen], tmp_path / "latents", lambda g, z: got.setdefault("again", z))
     assert sampled == [] and torch.equal(got["again"], got["first"])
-    other = model.load(str(tmp_path / "model.json"), "cpu", "none")  # fp32: another key
+    other = model.load(str(tmp_path / "model.json"), "cpu", speedups.NONE)  # fp32: another key
     resample(other, spec, [gen], tmp_path / "latents", lambda g, z: got.setdefault("fp32", z))
     assert sampled == [gen] and not torch.equal(got["fp32"], got["first"])
