@@ -221,3 +221,28 @@ def test_the_machine_kind_is_named_with_its_bf16_instructions():
         assert ("amx_bf16" in text) == (" amx_bf16" in flags)
         assert ("no bf16 instructions" in text) == (" avx512_bf16" not in flags
                                                      and " amx_bf16" not in flags)
+
+
+def test_refreeze_runs_only_on_a_bf16_cpu_and_a_committed_tree_and_records_in_order(
+        monkeypatch, capsys):
+    """scripts/refreeze.py: `freeze` refuses a CPU without bf16 instructions (it would freeze fp32
+    images the labels were not given for) and uncommitted changes to what the key holds;
+    `record` refuses any uncommitted change (results are stamped with `git describe --dirty`)
+    and writes the evaluation's results before the docs rendered from them."""
+    from scripts import refreeze
+
+    bf16 = ["avx512_bf16"]
+    assert "avx512_bf16" in refreeze.refusal("freeze", [], [])
+    assert "commit" in refreeze.refusal("freeze", bf16, ["pipeline/detector.py"])
+    assert refreeze.refusal("freeze", bf16, ["README.md", "benchmarks/results/x.json"]) is None
+    assert "git describe" in refreeze.refusal("record", bf16, ["frozen/evaluation.json"])
+    assert refreeze.refusal("record", bf16, []) is None
+    monkeypatch.setattr(machine, "bf16_flags", lambda fields=None: [])
+    assert refreeze.main(["freeze"]) == 2
+    assert "no bf16 instructions" in capsys.readouterr().err
+    assert refreeze.main(["record", "--dry-run"]) == 0
+    shown = [line for line in capsys.readouterr().out.splitlines() if line.startswith("+ ")]
+    order = ["evaluation_results.py", "doit", "measure_results.py", "conditioning.py",
+             "documents"]
+    assert len(shown) == len(order)
+    assert all(name in line for name, line in zip(order, shown))
