@@ -6,6 +6,8 @@
     python scripts/label_sheets.py OUT_DIR --side 400  # each decode at 400 px, not 256
     python scripts/label_sheets.py OUT_DIR --resample  # sample them again, on any CPU
     python scripts/label_sheets.py OUT_DIR --shuffle   # sheets in a fixed shuffled order
+    python scripts/label_sheets.py OUT_DIR --labelled --resample  # every labelled one, for
+                                                    # detector work on any CPU kind
 
 Picks a fixed, stratified set of the evaluation's generations (PLAN: per size and variant, the
 first n seeds), VAE-decodes each from build/latents/, and writes OUT_DIR/sheet-NN.png (each
@@ -26,6 +28,11 @@ over a minute per 768 px generation a core, but the same images up to bf16 round
 another bf16 kind) and keeps their latents in OUT_DIR/latents/; it goes on where an interrupted
 run stopped. `--shuffle` orders the sheets by a fixed shuffle rather than by cell, so the label
 a person gives is not led by knowing the variant; index.json maps the numbers back either way.
+`--labelled` takes every generation frozen/detector_labels.json labels (all batches), the hard
+ones first (where the frozen evaluation's class is not the label, or a face has four eyes or
+more, at 640 px and over; then the small sizes; then the rest, largest first), and with
+`--resample` decodes after each CHUNK sampled, so that a run cut off after hours keeps what it
+made; scripts/detector_agreement.py OUT_DIR then measures a detector change against all labels.
 """
 from __future__ import annotations
 
@@ -48,6 +55,7 @@ PLAN = {  # (size, variant): generations, the first seeds of the evaluation's ra
 }
 SIDE, WIDTH, ROWS = 256, 1240, 3  # each decode at SIDE px, as many columns as fit WIDTH
 SHUFFLE_SEED = 2026
+CHUNK = 8  # with --labelled --resample: generations sampled between decodes
 
 
 def chosen(spec, geometry, after: int = 0, skip: int = 0) -> list:
@@ -61,11 +69,31 @@ def chosen(spec, geometry, after: int = 0, skip: int = 0) -> list:
     return list(dict.fromkeys(out))
 
 
+def labelled(spec, geometry, labels: dict, frozen: dict) -> list:
+    """Every generation the labels file labels, hardest first: at 640 px and over, those whose
+    frozen class is not the label or that hold a face of four eyes or more; then those of 512 px
+    and under; then the rest, largest first (ties by id)."""
+    cells = spec.evaluation_cells(spec.evaluation["seeds"], geometry)
+    by_id = {g.id: g for gens in cells.values() for g in gens}
+    unknown = sorted(set(labels["labels"]) - set(by_id))
+    if unknown:
+        raise SystemExit(f"labelled generations the evaluation does not hold: {unknown[:3]}; "
+                         f"frozen/detector_labels.json belongs to another [evaluation] table")
+
+    def order(g):
+        r = frozen["records"][g.id]
+        hard = r["class"] != labels["labels"][g.id] or max(r["eyes"], default=0) >= 4
+        return (0 if hard and g.width >= 640 else 1 if g.width <= 512 else 2,
+                -g.width * g.height, g.id)
+
+    return sorted((by_id[k] for k in labels["labels"]), key=order)
+
+
 def main() -> None:
     import torch
 
-    from pipeline import decode, freeze, model, spec as specmod, speedups as speedmod
-    from pipeline.files import write_png
+    from pipeline import decode, freeze, model, sampling, spec as specmod, speedups as speedmod
+    from pipeline.files import safetensors_metadata, write_png
     from pipeline.sampling import load_latents
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -82,27 +110,41 @@ def main() -> None:
                              "of decoding build/latents/ (latents kept in OUT_DIR/latents/)")
     parser.add_argument("--shuffle", action="store_true",
                         help="the sheets in a fixed shuffled order, not grouped by cell")
+    parser.add_argument("--labelled", action="store_true",
+                        help="every labelled generation, hardest first (with --resample: "
+                             "decoded after each chunk sampled)")
     args = parser.parse_args()
     out = args.out
     (out / "images").mkdir(parents=True, exist_ok=True)
     spec = specmod.load(ROOT / "figures.toml")
-    speedups = speedmod.NONE
-    if args.resample:
-        speedups = speedmod.arg(json.loads((ROOT / freeze.FROZEN).read_text())
-                                ["key_inputs"]["speedups"])
+    frozen = json.loads((ROOT / freeze.FROZEN).read_text())
+    speedups = speedmod.arg(frozen["key_inputs"]["speedups"]) if args.resample else speedmod.NONE
     comps = model.load(str(ROOT / "build/model.json"), "cpu", speedups)
-    gens = chosen(spec, comps.info["geometry"], args.after, args.skip)
+    if args.labelled:
+        labels = json.loads((ROOT / "frozen/detector_labels.json").read_text())
+        gens = labelled(spec, comps.info["geometry"], labels, frozen)
+    else:
+        gens = chosen(spec, comps.info["geometry"], args.after, args.skip)
 
-    def save(g, z):
+    if args.resample:
+        key = {g: sampling.cache_key(sampling.provenance(spec, g, comps)) for g in gens}
+    else:
+        source = {g: ROOT / "build/latents" / f"{g.id}.safetensors" for g in gens}
+        key = {g: safetensors_metadata(source[g]).get("key", "") for g in gens}
+
+    def save(g, z):  # each decode names the latents it was decoded from
         with torch.no_grad():
             full = decode.to_pil(decode.vae(z[None], comps.vae)[0])
-        write_png(out / "images" / f"{g.id}.png", full)
+        write_png(out / "images" / f"{g.id}.png", full, {"latents": key[g]})
 
+    todo = [g for g in gens if decoded_from(out / "images" / f"{g.id}.png") != key[g]]
     if args.resample:
-        resample(comps, spec, gens, out / "latents", save)
+        step = CHUNK if args.labelled else max(len(todo), 1)
+        for k in range(0, len(todo), step):  # decoded per chunk: a long run keeps what it made
+            resample(comps, spec, todo[k:k + step], out / "latents", save)
     else:
-        for g in gens:
-            save(g, load_latents(ROOT / "build/latents" / f"{g.id}.safetensors")[0])
+        for g in todo:
+            save(g, load_latents(source[g])[0])
     if args.shuffle:
         random.Random(SHUFFLE_SEED).shuffle(gens)
     sheets = write_sheets(out, [out / "images" / f"{g.id}.png" for g in gens], args.side)
@@ -136,6 +178,16 @@ def resample(comps, spec, gens: list, latents_dir: Path, done) -> None:
                                 "auto", made)
     for g in gens:
         done(g, sampling.load_latents(path[g])[0])
+
+
+def decoded_from(path: Path) -> str | None:
+    """The cache key of the latents a saved decode was made from (its PNG text), or None."""
+    from PIL import Image
+
+    if not path.is_file():
+        return None
+    with Image.open(path) as img:
+        return img.text.get("latents")
 
 
 def write_sheets(out: Path, paths: list[Path], side: int) -> int:

@@ -105,3 +105,38 @@ def test_resampling_for_labels_uses_the_frozen_speed_ups_and_resumes(tmp_path, m
     other = model.load(str(tmp_path / "model.json"), "cpu", speedups.NONE)  # fp32: another key
     resample(other, spec, [gen], tmp_path / "latents", lambda g, z: got.setdefault("fp32", z))
     assert sampled == [gen] and not torch.equal(got["fp32"], got["first"])
+
+
+def test_every_labelled_generation_is_taken_hardest_first_and_decodes_name_their_latents(
+        tmp_path):
+    """scripts/label_sheets.py --labelled: every labelled generation once, the detector's hard
+    cases at 640 px and over first (a miss, or a face of four eyes or more), then the small sizes,
+    then the rest; a labels file naming a generation the evaluation does not hold is refused.
+    Each saved decode names the latents it came from, so a resumed run decodes only what is new."""
+    from PIL import Image
+
+    from pipeline import geometry
+    from pipeline.files import write_png
+    from scripts.label_sheets import decoded_from, labelled
+
+    spec = specmod.load(ROOT / "figures.toml")
+    geo = geometry.load(ROOT / "models/preview")
+    gens = labelled(spec, geo, LABELS_FILE, FROZEN)
+    assert sorted(g.id for g in gens) == sorted(LABELS)
+
+    def hard(g):
+        r = FROZEN["records"][g.id]
+        return g.width >= 640 and (r["class"] != LABELS[g.id] or max(r["eyes"], default=0) >= 4)
+
+    n_hard = sum(map(hard, gens))
+    assert 0 < n_hard < len(gens) and all(map(hard, gens[:n_hard]))
+    rest = gens[n_hard:]
+    n_small = sum(g.width <= 512 for g in rest)
+    assert all(g.width <= 512 for g in rest[:n_small]) and all(g.width >= 640 for g in rest[n_small:])
+    with pytest.raises(SystemExit, match="does not hold"):
+        labelled(spec, geo, {"labels": {**LABELS, "blonde-1-999x999-usual": "one"}}, FROZEN)
+
+    path = tmp_path / "images" / "x.png"
+    assert decoded_from(path) is None
+    write_png(path, Image.new("RGB", (8, 8)), {"latents": "abc123"})
+    assert decoded_from(path) == "abc123"
