@@ -140,3 +140,25 @@ def test_every_labelled_generation_is_taken_hardest_first_and_decodes_name_their
     assert decoded_from(path) is None
     write_png(path, Image.new("RGB", (8, 8)), {"latents": "abc123"})
     assert decoded_from(path) == "abc123"
+
+
+def test_detector_agreement_measures_partial_folders_and_what_a_change_moved(tmp_path, capsys):
+    """scripts/detector_agreement.py: with --partial it measures the labelled decodes a folder
+    holds and says how many are missing; --before REV classifies them with that revision's
+    detector too (loaded from git, not imported), and names a revision git does not have."""
+    from PIL import Image
+
+    from scripts import detector_agreement
+
+    gen = next(g for g, c in sorted(LABELS.items()) if c == "none")
+    (tmp_path / "images").mkdir()
+    Image.new("RGB", (200, 200), (90, 110, 150)).save(tmp_path / "images" / f"{gen}.png")
+    with pytest.raises(SystemExit, match="--partial"):
+        detector_agreement.main([str(tmp_path)])
+    detector_agreement.main([str(tmp_path), "--partial", "--before", "HEAD"])
+    out = capsys.readouterr().out
+    assert f"{len(LABELS) - 1} of {len(LABELS)} labelled decodes not there yet" in out
+    assert f"detector version {detector.VERSION}: 1 of 1 agree" in out and "moved" not in out
+    assert detector_agreement.detector_at("HEAD").CLASSES == detector.CLASSES
+    with pytest.raises(SystemExit, match="no-such-revision"):
+        detector_agreement.detector_at("no-such-revision")
