@@ -10,7 +10,10 @@ and each disagreement (generation, label, detector class, eyes per face). With `
 the detector of that git revision classifies the same decodes too: its agreement, and every
 generation whose class the change moved, with its label. `--partial` measures the labelled
 decodes the folders hold (a `label_sheets.py --labelled --resample` run still going) and says
-how many are missing, rather than refusing.
+how many are missing, rather than refusing. It also says how many decodes today's detector
+gives the frozen evaluation's class (frozen/evaluation.json, when made by the same detector
+version): decodes sampled again on another CPU kind (`--resample`) are the frozen images only up
+to bf16 rounding, which can move an image that lies at one of the detector's thresholds.
 """
 from __future__ import annotations
 
@@ -84,6 +87,15 @@ def main(argv: list[str] | None = None) -> None:
         found = evaluate.agreement(labels, earlier, labels["model"])
         print(f"{args.before}: " + summary({**found, "detector": before.VERSION, "held_out": None}))
     print(summary(evaluate.agreement(labels, records, labels["model"])))
+    frozen = json.loads((ROOT / "frozen/evaluation.json").read_text())["records"]
+    same = [g for g in records if g in frozen and frozen[g].get("detector") == detector.VERSION]
+    if same:
+        moved = [g for g in same if frozen[g]["class"] != records[g]["class"]]
+        print(f"  the frozen evaluation's class on {len(same) - len(moved)} of {len(same)} "
+              f"decodes (version {detector.VERSION} on both)"
+              + "".join(f"\n    not on {g}: frozen {frozen[g]['class']} {frozen[g]['eyes']}, "
+                        f"here {records[g]['class']} {records[g]['eyes']}, labelled "
+                        f"{labels['labels'][g]}" for g in moved))
     if before is not None:
         for gen in sorted(records):
             if records[gen]["class"] != earlier[gen]["class"]:

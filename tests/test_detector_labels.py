@@ -144,8 +144,9 @@ def test_every_labelled_generation_is_taken_hardest_first_and_decodes_name_their
 
 def test_detector_agreement_measures_partial_folders_and_what_a_change_moved(tmp_path, capsys):
     """scripts/detector_agreement.py: with --partial it measures the labelled decodes a folder
-    holds and says how many are missing; --before REV classifies them with that revision's
-    detector too (loaded from git, not imported), and names a revision git does not have."""
+    holds and says how many are missing, and on how many the frozen evaluation's class; --before
+    REV classifies them with that revision's detector too (loaded from git, not imported), and
+    names a revision git does not have."""
     from PIL import Image
 
     from scripts import detector_agreement
@@ -159,6 +160,8 @@ def test_detector_agreement_measures_partial_folders_and_what_a_change_moved(tmp
     out = capsys.readouterr().out
     assert f"{len(LABELS) - 1} of {len(LABELS)} labelled decodes not there yet" in out
     assert f"detector version {detector.VERSION}: 1 of 1 agree" in out and "moved" not in out
+    same = FROZEN["records"][gen]["class"] == "none"  # the frozen evaluation's is its version's
+    assert f"the frozen evaluation's class on {int(same)} of 1 decodes" in out
     assert detector_agreement.detector_at("HEAD").CLASSES == detector.CLASSES
     with pytest.raises(SystemExit, match="no-such-revision"):
         detector_agreement.detector_at("no-such-revision")
