@@ -47,12 +47,12 @@ def shared_cells(cells: dict, *frozen: dict) -> dict:
 
 
 def main() -> None:
-    from pipeline import evaluate, spec as specmod
+    from pipeline import evaluate, freeze, spec as specmod
     from pipeline.files import read_json
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("other", type=Path, help="a frozen evaluation made on another path")
-    ap.add_argument("--frozen", type=Path, default=ROOT / "frozen/evaluation.json")
+    ap.add_argument("--frozen", type=Path, default=ROOT / freeze.FROZEN)
     ap.add_argument("--model-json", type=Path, default=ROOT / "build/model.json")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results"))
     args = ap.parse_args()
@@ -63,7 +63,7 @@ def main() -> None:
         sys.exit("the two evaluations differ in seeds or model: nothing to compare")
     every = spec.evaluation_cells(a["seeds"], info["geometry"])
     cells = shared_cells(every, a, b)
-    labels = read_json(ROOT / "frozen/detector_labels.json")
+    labels = read_json(ROOT / freeze.LABELS)
     first, second = (evaluate.summary(spec, info, cells, f["records"], f["seeds"], {}, labels)
                      for f in (a, b))
     differ = sorted(k for k in a["key_inputs"] if a["key_inputs"][k] != b["key_inputs"].get(k))

@@ -29,10 +29,12 @@ SIDE, SEED = 400, 2026
 def main() -> None:
     from PIL import Image
 
+    from pipeline import freeze
+
     if len(sys.argv) < 3:
         raise SystemExit(__doc__)
     out, dirs = Path(sys.argv[1]), [Path(d) / "images" for d in sys.argv[2:]]
-    found = json.loads((ROOT / "frozen/detector_labels.json").read_text())
+    found = json.loads((ROOT / freeze.LABELS).read_text())
     paths = {}
     for gen in sorted(set(found["labels"]) - labelled_closer(found)):
         path = decode_path(gen, dirs)

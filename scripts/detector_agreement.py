@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     import numpy as np
     from PIL import Image
 
-    from pipeline import detector, evaluate
+    from pipeline import detector, evaluate, freeze
     from scripts.label_sheets import decode_path
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--partial", action="store_true", help="measure the decodes there are")
     args = ap.parse_args(argv)
     dirs = [d / "images" for d in args.dirs]
-    labels = json.loads((ROOT / "frozen/detector_labels.json").read_text())
+    labels = json.loads((ROOT / freeze.LABELS).read_text())
     before = detector_at(args.before) if args.before else None
     records, earlier, missing = {}, {}, []
     for gen in sorted(labels["labels"]):
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
         found = evaluate.agreement(labels, earlier, labels["model"])
         print(f"{args.before}: " + summary({**found, "detector": before.VERSION, "held_out": None}))
     print(summary(evaluate.agreement(labels, records, labels["model"])))
-    frozen = json.loads((ROOT / "frozen/evaluation.json").read_text())["records"]
+    frozen = json.loads((ROOT / freeze.FROZEN).read_text())["records"]
     same = [g for g in records if g in frozen and frozen[g].get("detector") == detector.VERSION]
     if same:
         moved = [g for g in same if frozen[g]["class"] != records[g]["class"]]

@@ -121,7 +121,7 @@ def main() -> None:
     speedups = speedmod.arg(frozen["key_inputs"]["speedups"]) if args.resample else speedmod.NONE
     comps = model.load(str(ROOT / "build/model.json"), "cpu", speedups)
     if args.labelled:
-        labels = json.loads((ROOT / "frozen/detector_labels.json").read_text())
+        labels = json.loads((ROOT / freeze.LABELS).read_text())
         gens = labelled(spec, comps.info["geometry"], labels, frozen)
     else:
         gens = chosen(spec, comps.info["geometry"], args.after, args.skip)

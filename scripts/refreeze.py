@@ -58,8 +58,9 @@ def refusal(step: str, bf16: list[str], dirty: list[str]) -> str | None:
         return ("this CPU has no bf16 instructions (avx512_bf16, amx_bf16): the frozen records "
                 "were sampled under a bf16 CPU's default, and this one would freeze fp32 images "
                 "the labels were not given for; run it on a CPU with avx512_bf16")
-    if step == "freeze" and any(p.split("/")[0] in KEYED for p in dirty):
-        return (f"uncommitted changes to what the key holds ({', '.join(dirty)}): commit them "
+    keyed = [p for p in dirty if p.split("/")[0] in KEYED]
+    if step == "freeze" and keyed:
+        return (f"uncommitted changes to what the key holds ({', '.join(keyed)}): commit them "
                 f"first, so that the frozen key names code a commit holds")
     if step == "record" and dirty:
         return (f"uncommitted changes ({', '.join(dirty)}): commit the refrozen evaluation "
