@@ -24,12 +24,10 @@ bench: $(VENV)/.installed
 clean:
 	$(BIN)/doit clean
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e .
+$(VENV)/.installed: pyproject.toml scripts/install.py
+	$(PYTHON) scripts/install.py $(VENV)
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(PYTHON) scripts/install.py $(VENV) test
 	touch $@
