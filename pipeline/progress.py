@@ -12,8 +12,8 @@ TIMES = "build/task-times.json"  # wall seconds of every task the last `doit` ru
 class Reporter(ConsoleReporter):
     """doit's console reporter, except that up-to-date tasks are counted in one closing line
     instead of one `--` line each (an up-to-date build of the article has about 150 tasks), and
-    the wall time of each task that ran is written to TIMES (benchmarks/build_speed.py reads
-    it)."""
+    the wall time of each task that ran is written to TIMES, after each task, so that a run cut
+    off keeps what it measured (benchmarks/build_speed.py and gpu_e2e.py read it)."""
 
     desc = "console output, up-to-date tasks counted, task times recorded"
 
@@ -30,7 +30,13 @@ class Reporter(ConsoleReporter):
     def add_success(self, task):
         if task.name in self.started:
             self.seconds[task.name] = round(time.perf_counter() - self.started[task.name], 3)
+            self.save()  # after every task: a run that is killed keeps the times it has
         super().add_success(task)
+
+    def save(self):
+        from .files import write_json
+
+        write_json(TIMES, self.seconds)
 
     def skip_uptodate(self, task):
         self.uptodate += bool(task.actions)  # a group of subtasks has none: not counted
@@ -41,9 +47,7 @@ class Reporter(ConsoleReporter):
             self.write(f"{self.uptodate} {what} up to date"
                        + (f", {self.ran} ran\n" if self.ran else "; nothing to do\n"))
         if self.seconds:
-            from .files import write_json
-
-            write_json(TIMES, self.seconds)
+            self.save()
         super().complete_run()
 
 

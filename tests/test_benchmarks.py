@@ -340,3 +340,78 @@ def test_uniform_attention_is_attention_with_equal_logits():
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert torch.allclose(ours, ours[:, :1].expand_as(ours))  # every query gets the same output
     assert not torch.allclose(ours[0], ours[1])  # ... the mean of its own image's values
+
+
+def test_the_gpu_run_fits_one_device_call_in_priority_order_and_returns_three_files(tmp_path,
+                                                                                   monkeypatch):
+    """benchmarks/gpu_run.py (issue 28's one call of a 15-minute device session): stages run in
+    the order of priority whatever order they are named in; each runs under `timeout` for its
+    limit or the budget left; one that cannot have its minimum is skipped and named for the next
+    session; OUT gets the summary, the log and one archive of the results the run wrote."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_run
+
+    assert [s.name for s in gpu_run.plan(["tests", "e2e"])] == ["e2e", "tests"]
+    assert gpu_run.DEFAULT[:3] == ("e2e", "parity", "tests")  # the fp16 path is right, first
+    with pytest.raises(SystemExit, match="unknown stage turbo; known: e2e"):
+        gpu_run.plan(["turbo"])
+    stage = gpu_run.plan(["speedups"])[0]
+    assert gpu_run.allowance(stage, 1000) == stage.limit
+    assert gpu_run.allowance(stage, stage.minimum + 5) == stage.minimum + 5
+    assert gpu_run.allowance(stage, stage.minimum - 1) is None
+
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "old.json").write_text("{}")
+    os.utime(results / "old.json", (0, 0))
+    monkeypatch.setattr(gpu_run, "RESULTS", results)
+    monkeypatch.setattr(gpu_run, "WHEELS", tmp_path / "no-wheels")
+    now = [0.0]
+    calls = []
+
+    def fake_run(command, **kwargs):  # every stage takes what it may; tests fail
+        calls.append(command)
+        now[0] += float(command[1])
+        (results / f"stage-{len(calls)}.json").write_text("{}")
+        return subprocess.CompletedProcess(command, 1 if "pytest" in command else 124)
+
+    out = tmp_path / "out"
+    summary = gpu_run.main([str(out), "--budget", "400"], run=fake_run, clock=lambda: now[0])
+    e2e, parity, tests = gpu_run.plan(["e2e", "parity", "tests"])
+    assert [c[0] for c in calls] == ["timeout"] * 3
+    assert [int(c[1]) for c in calls] == [e2e.limit, parity.limit, 400 - e2e.limit - parity.limit]
+    assert summary[0].startswith("e2e: timed out") and summary[2].startswith("tests: exit 1")
+    assert all("skipped" in line and "gpu_run.py OUT" in line for line in summary[3:])
+    assert len(summary) == len(gpu_run.DEFAULT)
+    assert sorted(p.name for p in out.iterdir()) == ["gpu-results.tar.gz", "log.txt", "summary.txt"]
+    import tarfile
+
+    with tarfile.open(out / "gpu-results.tar.gz") as t:  # what the run wrote, not what was there
+        assert sorted(t.getnames()) == [f"results/stage-{i}.json" for i in (1, 2, 3)]
+    dry = gpu_run.main([str(tmp_path / "dry"), "--dry-run"], run=None)
+    assert dry[0].startswith("e2e: would run for up to")
+
+
+def test_task_times_survive_a_run_that_is_cut_off_and_the_gpu_e2e_record_says_so(tmp_path,
+                                                                                  monkeypatch):
+    """pipeline/progress.Reporter writes the task times after every task (a doit killed at
+    gpu_e2e.py's limit keeps them), and gpu_e2e's record marks a run that did not finish."""
+    import io
+    from types import SimpleNamespace
+
+    from pipeline import progress
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_e2e
+
+    monkeypatch.chdir(tmp_path)
+    reporter = progress.Reporter(io.StringIO(), {})
+    task = SimpleNamespace(name="sample:768x768", actions=[object()], title=lambda: "sample")
+    reporter.execute_task(task)
+    reporter.add_success(task)  # no complete_run: the process was killed here
+    assert list(json.loads((tmp_path / progress.TIMES).read_text())) == ["sample:768x768"]
+
+    assert gpu_e2e.peak_mib("512\n6697\n\n3000\n") == 6697 and gpu_e2e.peak_mib("") == 0
+    cut = gpu_e2e.record({"model": 4.5, "sample:768x768": 40.0}, False, None, 6697, 200.0)
+    assert cut["all_succeeded"] is False and cut["tasks_total_seconds"] == 44.5
+    assert gpu_e2e.record({}, True, 0, 1, 1.0)["all_succeeded"] is True

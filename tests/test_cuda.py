@@ -1,5 +1,5 @@
 """The GPU computes what the CPU computes (runs only where CUDA exists; the GPU session's
-benchmarks/gpu_run.sh runs it). Measured on an H100: relative difference of the latents after
+benchmarks/gpu_run.py runs it). Measured on an H100: relative difference of the latents after
 22 steps, fp16 GPU against fp32 CPU, 0.0012-0.0013 (benchmarks/results/cpu_gpu_parity-*.json);
 held here to 1e-2, with a rerun on the GPU giving the same bytes."""
 import pytest
