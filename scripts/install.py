@@ -7,7 +7,7 @@ file at a time, where uv takes about 35 s with the same bytecode (benchmarks/bui
 without it compiles torch again in every process that imports it (19 s instead of 7 s here).
 
 uv does not read pip's configuration, so the options of it that choose packages (index, extra
-indexes, find-links, constraints, certificate, timeout) are passed on: the same pins resolve to
+indexes, no index, find-links, constraints, certificate, timeout) are passed on: the same pins resolve to
 the same wheels either way (a CPU torch from a find-links folder stays the CPU torch). Where uv
 cannot be installed, pip installs as before, after a line that says so. The venv keeps its own
 pip, for the README's other install commands.
@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # pip's option -> uv's flag (each value of a space-separated list is one flag)
 FLAGS = {"index-url": "--index-url", "extra-index-url": "--extra-index-url",
          "find-links": "--find-links", "constraint": "--constraint"}
+# pip's switches uv has too (on where pip's configuration says true, yes, on or 1)
+SWITCHES = {"no-index": "--no-index"}
 # pip's option -> the environment variable uv reads for it
 ENVIRONMENT = {"cert": "SSL_CERT_FILE", "default-timeout": "UV_HTTP_TIMEOUT"}
 
@@ -50,6 +52,8 @@ def uv_arguments(options: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     """uv's flags and environment for pip's options (pip_options)."""
     flags = [arg for key, flag in FLAGS.items() if key in options
              for value in options[key].split() for arg in (flag, value)]
+    flags += [flag for key, flag in SWITCHES.items()
+              if options.get(key, "").lower() in ("true", "yes", "on", "1")]
     environment = {var: options[key] for key, var in ENVIRONMENT.items() if key in options}
     return flags, environment
 

@@ -33,6 +33,8 @@ def test_pips_options_are_read_with_pips_precedence_and_passed_to_uv():
     assert environment == {"SSL_CERT_FILE": "/etc/ssl/certs/ca-certificates.crt",
                            "UV_HTTP_TIMEOUT": "180"}
     assert install.uv_arguments(install.pip_options("")) == ([], {})
+    offline = install.pip_options(":env:.no-index='true'\nglobal.find-links='/w'")
+    assert install.uv_arguments(offline)[0] == ["--find-links", "/w", "--no-index"]
 
 
 class Runner:
