@@ -13,12 +13,16 @@
 # this machine has 3.11, so numpy is the newest for 3.11 rather than the image's 2.5.2).
 #   bash scripts/gpu_wheels.sh                    # first, if .whl/ is not there
 #   bash scripts/device_rehearsal.sh [DIR]        # default /tmp/device-rehearsal; about 25 min
+# It needs the package index (torch 2.11.0 with its CUDA libraries is about 3 GB) and DIR empty
+# or an earlier rehearsal's (it replaces that).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 dir=${1:-/tmp/device-rehearsal}
 ls .whl/diffusers-*.whl > /dev/null 2>&1 || { echo "error: no wheels in .whl/; run 'bash scripts/gpu_wheels.sh' first" >&2; exit 2; }
-rm -rf "$dir" && mkdir -p "$dir"
+if [ -e "$dir" ] && [ ! -e "$dir/.device-rehearsal" ]; then  # never remove a folder it did not make
+  echo "error: $dir exists and is not an earlier rehearsal's; name a new folder" >&2; exit 2; fi
+rm -rf "$dir" && mkdir -p "$dir" && touch "$dir/.device-rehearsal"
 python3 -m venv "$dir/venv"
 "$dir/venv/bin/pip" install -q uv==0.13.9
 # the image's versions; requests, regex, filelock and cloudpickle are in its package list too
