@@ -75,6 +75,14 @@ def main() -> None:
                  for tile in tiles for v in attention.TOPK]
     cpu_budget = attention.CPU_BUDGET_BYTES
     explicit = {}
+    tag = "cuda" if dev.startswith("cuda") else "cpu"
+
+    def save(rows):
+        write_results(args.out, f"attention_variants-{args.shape}-{tag}",
+                      {"device": name, "dtype": str(dt).removeprefix("torch."), "size": args.size,
+                       "batch": args.batch, "repeats": args.repeats,
+                       "block_budget_mib": budget >> 20}, rows)
+
     for label, variant, budget_used, kernel in runs:
         attention.CPU_BUDGET_BYTES = budget_used
         attention.KERNEL = bool(kernel)
@@ -105,15 +113,11 @@ def main() -> None:
                      "vs_usual": round(sec / base, 2),
                      "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)
                      if dev.startswith("cuda") else None})
+        save(rows)  # after every run: one cut off at its limit (gpu_run.py) keeps the rows so far
     attention.restore(comps.unet)
     attention.CPU_BUDGET_BYTES, attention.KERNEL = cpu_budget, False
     if kernels:
         topk_attention.TILE = tile_used
-    tag = "cuda" if dev.startswith("cuda") else "cpu"
-    write_results(args.out, f"attention_variants-{args.shape}-{tag}",
-                  {"device": name, "dtype": str(dt).removeprefix("torch."), "size": args.size,
-                   "batch": args.batch, "repeats": args.repeats,
-                   "block_budget_mib": budget >> 20}, rows)
 
 
 if __name__ == "__main__":

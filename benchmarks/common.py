@@ -76,6 +76,7 @@ def write_results(out_dir, name: str, context: dict, rows: list[dict], tag: str 
     is not the shipped one) is appended to the name. Returns the JSON's path."""
     import csv
     import datetime
+    import io
     import json
     import os
     import platform
@@ -104,10 +105,13 @@ def write_results(out_dir, name: str, context: dict, rows: list[dict], tag: str 
              "python": platform.python_version(), "torch": torch.__version__,
              "diffusers": diffusers_version,
              "date": datetime.date.today().isoformat()}
-    path = out / f"{name}.json"
-    path.write_text(json.dumps({**stamp, **context, "rows": rows}, indent=1) + "\n")
-    with open(out / f"{name}.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    from pipeline.files import atomic_write  # whole or not at all: a stage may be killed mid-run
+
+    path = atomic_write(out / f"{name}.json",
+                        (json.dumps({**stamp, **context, "rows": rows}, indent=1) + "\n").encode())
+    table = io.StringIO(newline="")
+    w = csv.DictWriter(table, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(out / f"{name}.csv", table.getvalue().encode())
     return path

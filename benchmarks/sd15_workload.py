@@ -148,52 +148,66 @@ def main() -> None:
         runs["batched"] = lambda: run_plain(pipe, comps.device, spec, jobs, max(batch.values()))
     results: dict[str, list] = {k: [] for k in runs}
     order = list(runs)
+
+    def save(results, table: bool):
+        """The figures from the rounds so far, written (after every round: a run cut off at its
+        limit keeps the rounds it finished); `table`: print them too."""
+        best = {k: {s: min(v, key=lambda res: res[s]["seconds"])[s] for s in sizes}
+                for k, v in results.items()}
+        ours, plain, batched = best["ours"], best.get("plain"), best.get("batched")
+        peak = peak_tflops(device)
+        rows = []
+        for s in sizes:
+            work = flops[s] * 2 * steps * len(jobs[s])  # CFG pair, every step, every generation
+            achieved = work / ours[s]["sampling_seconds"] / 1e12  # TFLOP/s
+            rows.append({"size": s, "generations": len(jobs[s]),
+                         "plain_s": plain and round(plain[s]["seconds"], 3),
+                         "ours_s": round(ours[s]["seconds"], 3),
+                         "batched_s": batched and round(batched[s]["seconds"], 3),
+                         "ratio": plain and round(plain[s]["seconds"] / ours[s]["seconds"], 2),
+                         "ratio_batched": batched and round(batched[s]["seconds"] / ours[s]["seconds"], 2),
+                         "ours_sampling_s": round(ours[s]["sampling_seconds"], 3),
+                         "batch": ours[s]["batch"],
+                         "unet_tflop_per_sample": float(f"{flops[s] / 1e12:.4g}"),
+                         "unet_tflops_achieved": round(achieved, 3),
+                         "fraction_of_peak": share(achieved, peak),
+                         "plain_peak_gib": plain and plain[s]["peak_gib"] and round(plain[s]["peak_gib"], 2),
+                         "ours_peak_gib": ours[s]["peak_gib"] and round(ours[s]["peak_gib"], 2)})
+        total = totals(rows, peak)
+        result = {"device": device, "peak_tflops_fp16_dense": peak, "shape": args.shape,
+                  "dtype": str(comps.dtype).removeprefix("torch."), "torch": torch.__version__,
+                  "diffusers": diffusers.__version__, "steps": steps, "guidance": spec.sampling["guidance"],
+                  "per_size": args.per_size, "rows": rows, "total": total}
+        if table:
+            print_table(result, sum(len(j) for j in jobs.values()))
+        tag = f"{args.shape}-{'cuda' if comps.device.startswith('cuda') else 'cpu'}"
+        write_results(args.out, f"sd15_workload-{tag}", {k: v for k, v in result.items() if k != "rows"},
+                      rows)
+
     for r in range(args.rounds):  # order alternated; each figure is the best of its rounds
         for name in (order if r % 2 == 0 else order[::-1]):
             results[name].append(runs[name]())
             print(f"round {r + 1}: {name} {sum(v['seconds'] for v in results[name][-1].values()):.2f} s",
                   flush=True)
-    best = {k: {s: min(v, key=lambda res: res[s]["seconds"])[s] for s in sizes}
-            for k, v in results.items()}
-    ours, plain, batched = best["ours"], best.get("plain"), best.get("batched")
-    peak = peak_tflops(device)
-    rows = []
-    for s in sizes:
-        work = flops[s] * 2 * steps * len(jobs[s])  # CFG pair, every step, every generation
-        achieved = work / ours[s]["sampling_seconds"] / 1e12  # TFLOP/s
-        rows.append({"size": s, "generations": len(jobs[s]),
-                     "plain_s": plain and round(plain[s]["seconds"], 3),
-                     "ours_s": round(ours[s]["seconds"], 3),
-                     "batched_s": batched and round(batched[s]["seconds"], 3),
-                     "ratio": plain and round(plain[s]["seconds"] / ours[s]["seconds"], 2),
-                     "ratio_batched": batched and round(batched[s]["seconds"] / ours[s]["seconds"], 2),
-                     "ours_sampling_s": round(ours[s]["sampling_seconds"], 3),
-                     "batch": ours[s]["batch"],
-                     "unet_tflop_per_sample": float(f"{flops[s] / 1e12:.4g}"),
-                     "unet_tflops_achieved": round(achieved, 3),
-                     "fraction_of_peak": share(achieved, peak),
-                     "plain_peak_gib": plain and plain[s]["peak_gib"] and round(plain[s]["peak_gib"], 2),
-                     "ours_peak_gib": ours[s]["peak_gib"] and round(ours[s]["peak_gib"], 2)})
-    total = totals(rows, peak)
-    result = {"device": device, "peak_tflops_fp16_dense": peak, "shape": args.shape,
-              "dtype": str(comps.dtype).removeprefix("torch."), "torch": torch.__version__,
-              "diffusers": diffusers.__version__, "steps": steps, "guidance": spec.sampling["guidance"],
-              "per_size": args.per_size, "rows": rows, "total": total}
-    cols = ["size", "generations", "plain_s", "batched_s", "ours_s", "ratio", "ratio_batched", "batch", "unet_tflops_achieved",
-            "fraction_of_peak", "plain_peak_gib", "ours_peak_gib"]
-    print(f"# {args.shape} on {device}, {result['dtype']}, torch {torch.__version__}, "
-          f"diffusers {diffusers.__version__}; {steps} steps, CFG {spec.sampling['guidance']}")
+        save({k: v for k, v in results.items() if v}, table=r == args.rounds - 1)
+
+
+def print_table(result: dict, generations: int) -> None:
+    """The workload's figures as a table, a row per size and the total."""
+    cols = ["size", "generations", "plain_s", "batched_s", "ours_s", "ratio", "ratio_batched",
+            "batch", "unet_tflops_achieved", "fraction_of_peak", "plain_peak_gib", "ours_peak_gib"]
+    print(f"# {result['shape']} on {result['device']}, {result['dtype']}, torch {result['torch']}, "
+          f"diffusers {result['diffusers']}; {result['steps']} steps, CFG {result['guidance']}")
     print(" ".join(f"{c:>12s}" for c in cols))
-    for r in rows:
+    for r in result["rows"]:
         print(" ".join(f"{'-' if r[c] is None else r[c]!s:>12s}" for c in cols))
-    print(f"{'total':>12s} {sum(len(j) for j in jobs.values())!s:>12s} "
+    total = result["total"]
+    print(f"{'total':>12s} {generations!s:>12s} "
           f"{total['plain_s'] or '-'!s:>12s} {total['batched_s'] or '-'!s:>12s} "
           f"{total['ours_s']!s:>12s} {total['ratio'] or '-'!s:>12s} "
           f"{total['ratio_batched'] or '-'!s:>12s} {'':>12s} {total['unet_tflops_achieved']!s:>12s}"
           f" {total['fraction_of_peak'] or '-'!s:>12s}")
-    tag = f"{args.shape}-{'cuda' if comps.device.startswith('cuda') else 'cpu'}"
-    write_results(args.out, f"sd15_workload-{tag}", {k: v for k, v in result.items() if k != "rows"},
-                  rows)
+
 
 def totals(rows: list[dict], peak: float | None) -> dict:
     """The whole workload's figures from the per-size rows: times summed, ratios of the sums, and

@@ -73,6 +73,27 @@ def test_attention_variant_benchmark_harness(tmp_path):
     assert budgets == [cpu] * 4 + [gpu] * 2 and result["block_budget_mib"] == cpu
 
 
+def test_parity_benchmark_harness_compares_with_an_fp32_reference_and_keeps_each_row(tmp_path):
+    """benchmarks/cpu_gpu_parity.py with --device cpu (the CPU's default path on the side the GPU
+    takes): the reference is loaded with CPU_REFERENCE (fp32 modules as loaded, every thread,
+    whatever CPU kind: the default may be bf16 and one thread a generation), and a shape's file
+    holds every row finished so far."""
+    out = run("cpu_gpu_parity.py", "--device", "cpu", "--shapes", "preview", "--sizes", "64,72",
+              "--out", str(tmp_path))
+    assert "preview 64 cpu (none):" in out
+    result = json.loads((tmp_path / "cpu_gpu_parity-preview-cpu.json").read_text())
+    assert result["cpu_speedups"] == "none" and result["shape"] == "preview"
+    assert [r["size"] for r in result["rows"]] == [64, 72]
+    for r in result["rows"]:
+        assert r["gpu_rerun_identical"] and r["latent_std"] > 0
+        assert 0 <= r["relative_difference"] < 0.5
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import cpu_gpu_parity
+
+    from pipeline import speedups
+    assert speedups.parse(cpu_gpu_parity.CPU_REFERENCE, "cpu") == ()
+
+
 def _result_numbers() -> set[float]:
     import re
 
