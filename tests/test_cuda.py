@@ -14,7 +14,8 @@ def test_gpu_fp16_latents_match_the_cpu_and_repeat_exactly(tmp_path):
     spec = specmod.load("figures.toml")
     model.prepare(model.PREVIEW, tmp_path / "model.json")
     gen = specmod.Generation("miko", 715317074, 512, 512)
-    cpu = sampling.sample(model.load(str(tmp_path / "model.json"), "cpu"), spec, [gen])
+    # fp32 on every thread: the CPU default would be bf16 on a host with bf16 instructions
+    cpu = sampling.sample(model.load(str(tmp_path / "model.json"), "cpu", "none"), spec, [gen])
     gpu_comps = model.load(str(tmp_path / "model.json"), "cuda")
     assert gpu_comps.dtype == torch.float16
     gpu = sampling.sample(gpu_comps, spec, [gen])
