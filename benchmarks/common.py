@@ -38,7 +38,8 @@ def seconds_by_kind(times: dict[str, float]) -> dict[str, float]:
     colon), largest first, to the hundredth."""
     kinds: dict[str, float] = {}
     for task, sec in times.items():
-        kinds[task.split(":")[0]] = kinds.get(task.split(":")[0], 0.0) + sec
+        kind = task.split(":")[0]
+        kinds[kind] = kinds.get(kind, 0.0) + sec
     return dict(sorted(((k, round(v, 2)) for k, v in kinds.items()), key=lambda kv: -kv[1]))
 
 

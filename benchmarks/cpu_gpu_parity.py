@@ -33,24 +33,23 @@ def relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm())
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default="preview,sd15")
     ap.add_argument("--sizes", default="256,512")
     ap.add_argument("--device", default="cuda", help="the side compared with the CPU reference")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    args = ap.parse_args(argv)
+    args = ap.parse_args()
     on_gpu = args.device.startswith("cuda")
     assert torch.cuda.is_available() or not on_gpu, "this benchmark needs a CUDA GPU"
     spec = specmod.load(ROOT / "figures.toml")
-    rows = []
     for shape in args.shapes.split(","):
         tested, directory, _ = build_and_load(shape, args.device)
         reference = model.load(str(directory.parent / "model.json"), "cpu", CPU_REFERENCE)
         context = {"device": torch.cuda.get_device_name() if on_gpu else "cpu (its default path)",
                    "shape": shape, "cpu_speedups": CPU_REFERENCE,
                    "cpu_threads": torch.get_num_threads()}
-        shape_rows = []
+        rows = []
         for size in (int(s) for s in args.sizes.split(",")):
             gen = specmod.Generation("miko", 715317074, size, size)
             got = []
@@ -60,18 +59,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"{shape} {size} {comps.device} ({'+'.join(comps.speedups) or 'none'}): "
                       f"{time.perf_counter() - t:.2f} s", flush=True)
             cpu, other, again = got
-            shape_rows.append({"shape": shape, "size": size,
-                               "relative_difference": float(f"{relative_difference(other, cpu):.3g}"),
-                               "max_abs_difference": float(f"{(other - cpu).abs().max():.3g}"),
-                               "latent_std": float(f"{cpu.std():.3g}"),
-                               "gpu_rerun_identical": bool(torch.equal(other, again))})
-            print(shape_rows[-1], flush=True)
-            write_results(args.out, "cpu_gpu_parity", context, shape_rows,
+            rows.append({"shape": shape, "size": size,
+                         "relative_difference": float(f"{relative_difference(other, cpu):.3g}"),
+                         "max_abs_difference": float(f"{(other - cpu).abs().max():.3g}"),
+                         "latent_std": float(f"{cpu.std():.3g}"),
+                         "gpu_rerun_identical": bool(torch.equal(other, again))})
+            print(rows[-1], flush=True)
+            write_results(args.out, "cpu_gpu_parity", context, rows,
                           tag=f"{shape}-{'cuda' if on_gpu else 'cpu'}")
-        rows += shape_rows
         model.load.cache_clear()
         del tested, reference
-    return rows
 
 
 if __name__ == "__main__":

@@ -92,15 +92,16 @@ def allowance(stage: Stage, left: float) -> int | None:
     return None if left < stage.minimum else int(min(stage.limit, left))
 
 
-def install_wheels() -> str:
-    """Install the carried wheels into SITE; returns the PYTHONPATH entry ('' without any)."""
+def install_wheels(site: str = SITE) -> str:
+    """Install the carried wheels into `site` with this Python's pip; returns the PYTHONPATH entry
+    ('' without any). scripts/device_rehearsal.sh calls it too."""
     wheels = sorted(WHEELS.glob("*.whl"))
     if not wheels:
         return ""
     subprocess.run([PY, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                    "--no-cache-dir", "--upgrade", "--target", SITE, *map(str, wheels)],
+                    "--no-cache-dir", "--upgrade", "--target", site, *map(str, wheels)],
                    check=True)
-    return SITE
+    return site
 
 
 def carry_bytes(root: Path = ROOT, carried: tuple[Path, ...] = (WHEELS,)) -> dict[str, int]:

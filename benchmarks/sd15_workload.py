@@ -149,7 +149,7 @@ def main() -> None:
     results: dict[str, list] = {k: [] for k in runs}
     order = list(runs)
 
-    def save(results, table: bool):
+    def save(table: bool):
         """The figures from the rounds so far, written (after every round: a run cut off at its
         limit keeps the rounds it finished); `table`: print them too."""
         best = {k: {s: min(v, key=lambda res: res[s]["seconds"])[s] for s in sizes}
@@ -189,7 +189,7 @@ def main() -> None:
             results[name].append(runs[name]())
             print(f"round {r + 1}: {name} {sum(v['seconds'] for v in results[name][-1].values()):.2f} s",
                   flush=True)
-        save({k: v for k, v in results.items() if v}, table=r == args.rounds - 1)
+        save(table=r == args.rounds - 1)
 
 
 def print_table(result: dict, generations: int) -> None:

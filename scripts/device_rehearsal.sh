@@ -4,7 +4,7 @@
 # cost a whole device session. This builds a venv with the image's versions of what the pipeline
 # imports (/work/.library/device/KINDS.md's pip list: torch 2.11.0, transformers 5.17.0,
 # huggingface_hub 1.33.0, safetensors 0.8.0, accelerate 1.15.0; triton comes with torch), installs
-# the wheels scripts/gpu_wheels.sh fetched the way gpu_run.py does (pip --target, on PYTHONPATH),
+# the wheels scripts/gpu_wheels.sh fetched with gpu_run.py's own install_wheels (on PYTHONPATH),
 # and then, in a clean clone of HEAD:
 #   1. a clean `doit` of the whole article on the preview model (the e2e stage's work, on the CPU);
 #   2. the CPU tests of the GPU path and what it builds on (attention, speed-ups, variants, stages);
@@ -29,8 +29,8 @@ python3 -m venv "$dir/venv"
 "$dir/venv/bin/uv" pip install -q --python "$dir/venv/bin/python" --index-strategy unsafe-best-match \
   torch==2.11.0 transformers==5.17.0 huggingface_hub==1.33.0 safetensors==0.8.0 accelerate==1.15.0 \
   numpy pillow matplotlib jinja2 pytest requests regex filelock cloudpickle
-"$dir/venv/bin/python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-  --upgrade --target "$dir/site" .whl/*.whl
+"$dir/venv/bin/python" -c "import sys; sys.path.insert(0, 'benchmarks'); import gpu_run
+gpu_run.install_wheels(sys.argv[1])" "$dir/site"
 git clone -q "$repo" "$dir/project"
 cd "$dir/project"
 export PYTHONPATH="$dir/site:$dir/project" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
